@@ -1,0 +1,1 @@
+"""Bulkhead bot engine: strategies, runtime, backtester. Holds no exchange secret."""

@@ -1,0 +1,1 @@
+"""Generated gRPC/protobuf code for the Bulkhead contract (make protos). Do not edit."""

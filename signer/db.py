@@ -1,0 +1,133 @@
+"""Storage plumbing shared by every signer module: one declarative Base, engines, write transactions.
+
+Each concept module (keystore, policy store, limits, audit, auth) declares its own tables on
+`Base`. Sessions are passed in, never global.
+
+Every state-changing operation runs inside `write_txn`, which serialises writers across threads
+*and* processes: SQLite takes its database write lock up front (`BEGIN IMMEDIATE`), PostgreSQL
+takes a transaction-scoped advisory lock. The audit log is one serialised chain, and limit
+counters are read and updated under the same lock, so two concurrent intents can never jointly
+pass a cap, and several signer replicas on one PostgreSQL keep one verifiable chain.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+# Arbitrary constant naming the signer's one write lock in PostgreSQL's advisory-lock space.
+WRITE_LOCK_ID = 0x42554C4B  # "BULK"
+
+DB_FILENAME = "signer.db"
+
+
+class Base(DeclarativeBase):
+    """Declarative base for every signer table."""
+
+
+def sqlite_url(data_dir: str | os.PathLike[str]) -> str:
+    return f"sqlite:///{Path(data_dir) / DB_FILENAME}"
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine tuned for durable, serialised writes.
+
+    SQLite: WAL journal, synchronous=FULL (a committed audit record survives power loss),
+    a busy timeout so concurrent writers queue instead of failing, and pysqlite's own
+    transaction handling switched off so `write_txn` can issue `BEGIN IMMEDIATE` itself.
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=8,
+            max_overflow=32,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):  # type: ignore[no-untyped-def]
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    return create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=True)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create every table declared on `Base` (importing the modules that declare them)."""
+    # Import for side effects: each module registers its tables on Base.metadata.
+    from signer import audit, auth, keystore, limits, state  # noqa: F401
+
+    Base.metadata.create_all(engine)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def write_txn(engine: Engine) -> Iterator[Session]:
+    """One serialised read-modify-write transaction; commits on success, rolls back on error.
+
+    Commit happens before this context exits, so a caller may only release anything that
+    depends on the transaction (a signature, an exchange request) *after* the `with` block.
+    """
+    if is_sqlite(engine):
+        conn = engine.connect().execution_options(sqlite_begin="IMMEDIATE")
+    else:
+        conn = engine.connect()
+    try:
+        with Session(bind=conn, expire_on_commit=False) as session:
+            if not is_sqlite(engine):
+                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK_ID})
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+    finally:
+        conn.close()
+
+
+@contextmanager
+def read_session(engine: Engine) -> Iterator[Session]:
+    """A read-only session (no write lock taken)."""
+    with Session(bind=engine, expire_on_commit=False) as session:
+        yield session
+        session.rollback()
+
+
+def check_private_path(path: Path) -> None:
+    """Refuse a data directory or file that group or others can read, write or enter.
+
+    Raises `signer.errors.InsecureStorage`, which stops the signer before it serves anything.
+    """
+    from signer.errors import InsecureStorage
+
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InsecureStorage(
+            f"{path} has mode {stat.S_IMODE(mode):04o}; the signer requires no access for group "
+            f"or others (chmod {'700' if path.is_dir() else '600'} {path})"
+        )

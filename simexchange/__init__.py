@@ -1,0 +1,1 @@
+"""A Binance-compatible spot exchange simulator for paper trading, demos and tests."""
