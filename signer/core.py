@@ -1,0 +1,571 @@
+"""The signing path: authenticate, decide, audit durably, then (and only then) sign or submit.
+
+Transport-independent: the gRPC servicers in `service.py` call these methods and map the
+exceptions to status codes. Each decision is one serialised write transaction holding the
+nonce, the policy evaluation against counters read under the lock, the counter update and the
+audit record; nothing is signed until that transaction has committed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from bulkhead.signer.v1 import signer_pb2 as pb
+from signer import intents, limits, state
+from signer.audit import AuditLog
+from signer.auth import BOT_SIGNING_CONTEXT, Header, authenticate, prune_nonces
+from signer.config import SignerConfig
+from signer.db import read_session, write_txn
+from signer.errors import (
+    AuditUnavailable,
+    AuthError,
+    ExchangeError,
+    InvalidRequest,
+    PermissionDenied,
+)
+from signer.exchanges import SignedHttp
+from signer.gateways import Gateways
+from signer.marketdata import ReferencePrices
+from signer.policy import Decision, IntentFacts, Reason, RefPrice, evaluate, policy_from_json
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: Decision
+    audit_seq: int
+    policy_version: int
+
+
+class SignerCore:
+    """Everything a bot request needs, wired once at start-up."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        audit: AuditLog,
+        gateways: Gateways,
+        config: SignerConfig,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.engine = engine
+        self.audit = audit
+        self.gateways = gateways
+        self.config = config
+        self.clock = clock
+        self.refs = ReferencePrices(self.gateways.ticker_price)
+        self._prune_lock = threading.Lock()
+        self._requests = 0
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    @contextmanager
+    def txn(self) -> Iterator[Session]:
+        """A write transaction whose storage failures surface as AuditUnavailable."""
+        try:
+            with write_txn(self.engine) as s:
+                yield s
+        except SQLAlchemyError as e:
+            raise AuditUnavailable(
+                f"audit store unavailable ({type(e).__name__}); nothing was signed"
+            ) from None
+
+    def _check_envelope(self, request: pb.SignedRequest) -> None:
+        if len(request.body) > self.config.max_request_bytes:
+            raise InvalidRequest(
+                f"body: {len(request.body)} bytes is too large; at most {self.config.max_request_bytes}"
+            )
+        if len(request.signature) != 64:
+            raise InvalidRequest(f"signature: {len(request.signature)} bytes; must be 64 (Ed25519)")
+
+    def _auth_bot(
+        self,
+        s: Session,
+        header: Header,
+        key_id: str,
+        request: pb.SignedRequest,
+        method: str,
+        now: int,
+    ) -> None:
+        bot = state.get_bot(s, header.identity)
+        authenticate(
+            s,
+            header,
+            bot.public_key_hex if bot else None,
+            bool(bot and bot.status == "active"),
+            request.body,
+            request.signature,
+            BOT_SIGNING_CONTEXT,
+            method,
+            now,
+            self.config.max_clock_skew_ms,
+        )
+        if not state.bot_may_use(s, header.identity, key_id):
+            raise PermissionDenied(
+                "key_not_granted", f"bot {header.identity!r} may not use key {key_id!r}"
+            )
+
+    def _record_refusal(
+        self,
+        kind: str,
+        rule_id: str,
+        message: str,
+        header: Header,
+        key_id: str,
+        request: pb.SignedRequest,
+    ) -> None:
+        """Audit an authentication/authorisation refusal in its own transaction."""
+        payload = {
+            "rule_id": rule_id,
+            "message": message,
+            "method": header.method,
+            "claimed_identity": header.identity,
+            "key_id": key_id,
+            "body_sha256": hashlib.sha256(request.body).hexdigest(),
+            "signature_b64": b64(request.signature),
+        }
+        if len(request.body) <= 4096:
+            payload["body_b64"] = b64(request.body)
+        with self.txn() as s:
+            self.audit.append(s, kind, payload, self.clock())
+
+    @contextmanager
+    def _authenticated(
+        self, header: Header, key_id: str, request: pb.SignedRequest, method: str
+    ) -> Iterator[tuple[Session, int]]:
+        """Open the decision transaction with the caller authenticated; audit any refusal."""
+        now = self.clock()
+        try:
+            with self.txn() as s:
+                self._auth_bot(s, header, key_id, request, method, now)
+                yield s, now
+        except AuthError as e:
+            self._record_refusal("auth_denied", e.rule_id, str(e), header, key_id, request)
+            raise
+        except PermissionDenied as e:
+            self._record_refusal("permission_denied", e.rule_id, str(e), header, key_id, request)
+            raise
+        self._maybe_prune()
+
+    def _maybe_prune(self) -> None:
+        with self._prune_lock:
+            self._requests += 1
+            due = self._requests % 2000 == 0
+        if due:
+            with self.txn() as s:
+                prune_nonces(s, self.clock(), self.config.max_clock_skew_ms)
+
+    def _reference(self, exchange: str, key_id: str, symbol: str) -> RefPrice | None:
+        """The signer's own price, fetched outside the write lock (public endpoint, no key)."""
+        try:
+            with read_session(self.engine) as s:
+                pol = state.current_policy(s, key_id)
+        except SQLAlchemyError:
+            raise AuditUnavailable("signer store unavailable; nothing was signed") from None
+        if pol is None:
+            return None
+        policy = policy_from_json(pol.policy_json)
+        if symbol not in policy.symbols:
+            return None
+        return self.refs.get(exchange, symbol, policy.reference_max_age_s)
+
+    # --- SubmitOrder ----------------------------------------------------------------------
+
+    def submit_order(self, request: pb.SignedRequest) -> pb.OrderReply:
+        self._check_envelope(request)
+        intent = intents.parse_body(pb.OrderIntent, request.body)
+        header = intents.bot_header(intent.header)
+        fields = intents.order_fields(intent)
+        mode = intents.mode_of(intent.mode, self.config.default_mode)
+        key_id = intent.header.key_id
+        ref = self._reference(fields.exchange, key_id, fields.symbol)
+
+        with self._authenticated(header, key_id, request, "SubmitOrder") as (s, now):
+            verdict = self._decide(s, header, key_id, fields, mode, ref, request, now)
+        reply = pb.OrderReply(decision=self._decision_pb(verdict))
+        if not verdict.decision.allowed:
+            return reply
+
+        try:
+            result = self.gateways.create_order(
+                key_id,
+                fields.exchange,
+                fields.symbol,
+                fields.side,
+                fields.order_type,
+                fields.amount,
+                fields.limit_price,
+                fields.client_order_id,
+                sign_only=mode == "sign-only",
+            )
+        except ExchangeError as e:
+            status = "unknown" if getattr(e, "retriable", False) else "rejected"
+            self._record_outcome(
+                verdict.audit_seq, key_id, fields.client_order_id, "create", status, error=str(e)
+            )
+            reply.exchange_error = str(e)
+            return reply
+        self._fill_reply(reply, verdict, key_id, fields.client_order_id, "create", result)
+        return reply
+
+    def _decide(
+        self,
+        s: Session,
+        header: Header,
+        key_id: str,
+        f: intents.OrderFields,
+        mode: str,
+        ref: RefPrice | None,
+        request: pb.SignedRequest,
+        now: int,
+    ) -> Verdict:
+        pol = state.current_policy(s, key_id)
+        policy = policy_from_json(pol.policy_json) if pol else None
+        facts = IntentFacts(
+            symbol=f.symbol,
+            side=f.side,
+            order_type=f.order_type,
+            amount=f.amount,
+            limit_price=f.limit_price,
+            now_ms=now,
+        )
+        usage = limits.usage(s, key_id, f.symbol, now, policy)
+        decision = evaluate(
+            policy,
+            facts,
+            usage,
+            ref,
+            global_frozen=state.global_frozen(s),
+            key_frozen=state.key_frozen(s, key_id),
+        )
+        extra = self._key_checks(s, key_id, f.exchange)
+        if limits.order_exists(s, key_id, f.client_order_id):
+            extra.append(
+                Reason(
+                    "duplicate_client_order_id",
+                    f"client_order_id {f.client_order_id!r} was already used on this key",
+                )
+            )
+        if mode == "sign-only" and not self.config.allow_sign_only:
+            extra.append(Reason("sign_only_disabled", "this signer only submits orders itself"))
+        if extra:
+            decision = Decision(False, decision.reasons + tuple(extra), decision.notional)
+        rec = self.audit.append(
+            s,
+            "decision",
+            {
+                "action": "create",
+                "bot_id": header.identity,
+                "key_id": key_id,
+                "exchange": f.exchange,
+                "symbol": f.symbol,
+                "side": f.side,
+                "type": f.order_type,
+                "amount": str(f.amount),
+                "limit_price": None if f.limit_price is None else str(f.limit_price),
+                "client_order_id": f.client_order_id,
+                "mode": mode,
+                "allowed": decision.allowed,
+                "reasons": [{"rule_id": r.rule_id, "message": r.message} for r in decision.reasons],
+                "policy_version": pol.version if pol else 0,
+                "notional": None if decision.notional is None else str(decision.notional),
+                "reference_price": None if ref is None else str(ref.price),
+                "reference_ms": None if ref is None else ref.fetched_ms,
+                "body_b64": b64(request.body),
+                "signature_b64": b64(request.signature),
+            },
+            now,
+        )
+        if decision.allowed and policy is not None and decision.notional is not None:
+            limits.record_allowed(
+                s, key_id, f.symbol, f.client_order_id, f.side, decision.notional, now, policy
+            )
+        return Verdict(decision, rec.seq, pol.version if pol else 0)
+
+    def _key_checks(self, s: Session, key_id: str, exchange: str) -> list[Reason]:
+        info = self.gateways.key_info(s, key_id)
+        if info is None:
+            return [Reason("unknown_key", f"key {key_id!r} is not in the keystore")]
+        reasons = []
+        if info.status != "active":
+            reasons.append(Reason("key_inactive", f"key {key_id!r} is {info.status}"))
+        if info.exchange != exchange:
+            reasons.append(
+                Reason(
+                    "exchange_mismatch",
+                    f"key {key_id!r} belongs to {info.exchange!r}, not {exchange!r}",
+                )
+            )
+        return reasons
+
+    # --- CancelOrder ----------------------------------------------------------------------
+
+    def cancel_order(self, request: pb.SignedRequest) -> pb.OrderReply:
+        self._check_envelope(request)
+        intent = intents.parse_body(pb.CancelIntent, request.body)
+        header = intents.bot_header(intent.header)
+        symbol = intents.check_symbol(intent.symbol)
+        coid = intents.check_client_order_id(intent.client_order_id)
+        exchange = intents.check_exchange(intent.exchange)
+        mode = intents.mode_of(intent.mode, self.config.default_mode)
+        key_id = intent.header.key_id
+
+        with self._authenticated(header, key_id, request, "CancelOrder") as (s, now):
+            # Cancelling only reduces exposure, so freezes and caps do not apply to it.
+            reasons = self._key_checks(s, key_id, exchange)
+            if not limits.order_exists(s, key_id, coid):
+                reasons.append(
+                    Reason("unknown_order", f"no order {coid!r} was placed on key {key_id!r}")
+                )
+            pol = state.current_policy(s, key_id)
+            decision = Decision(not reasons, tuple(reasons), None)
+            rec = self.audit.append(
+                s,
+                "decision",
+                {
+                    "action": "cancel",
+                    "bot_id": header.identity,
+                    "key_id": key_id,
+                    "exchange": exchange,
+                    "symbol": symbol,
+                    "client_order_id": coid,
+                    "mode": mode,
+                    "allowed": decision.allowed,
+                    "reasons": [{"rule_id": r.rule_id, "message": r.message} for r in reasons],
+                    "policy_version": pol.version if pol else 0,
+                    "body_b64": b64(request.body),
+                    "signature_b64": b64(request.signature),
+                },
+                now,
+            )
+            verdict = Verdict(decision, rec.seq, pol.version if pol else 0)
+        reply = pb.OrderReply(decision=self._decision_pb(verdict))
+        if not decision.allowed:
+            return reply
+        try:
+            result = self.gateways.cancel_order(
+                key_id, exchange, symbol, coid, sign_only=mode == "sign-only"
+            )
+        except ExchangeError as e:
+            self._record_outcome(verdict.audit_seq, key_id, coid, "cancel", "error", error=str(e))
+            reply.exchange_error = str(e)
+            return reply
+        self._fill_reply(reply, verdict, key_id, coid, "cancel", result)
+        return reply
+
+    # --- outcomes ---------------------------------------------------------------------------
+
+    def _fill_reply(
+        self,
+        reply: pb.OrderReply,
+        verdict: Verdict,
+        key_id: str,
+        coid: str,
+        action: str,
+        result: SignedHttp | dict[str, str],
+    ) -> None:
+        if isinstance(result, SignedHttp):
+            digest = hashlib.sha256(
+                f"{result.method} {result.url}\n{result.body or ''}".encode()
+            ).hexdigest()
+            self._record_outcome(
+                verdict.audit_seq,
+                key_id,
+                coid,
+                action,
+                "signed",
+                request_sha256=digest,
+                url=result.url.split("?")[0],
+                http_method=result.method,
+            )
+            reply.signed_request.CopyFrom(
+                pb.SignedHttpRequest(
+                    method=result.method,
+                    url=result.url,
+                    headers=result.headers,
+                    body=result.body or "",
+                )
+            )
+            return
+        status = result.get("status", "")
+        self._record_outcome(
+            verdict.audit_seq,
+            key_id,
+            coid,
+            action,
+            status or "unknown",
+            exchange_order_id=result.get("exchange_order_id", ""),
+            filled=result.get("filled", ""),
+        )
+        reply.order.CopyFrom(order_state(result))
+
+    def _record_outcome(
+        self, decision_seq: int, key_id: str, coid: str, action: str, status: str, **extra: str
+    ) -> None:
+        now = self.clock()
+        with self.txn() as s:
+            self.audit.append(
+                s,
+                "outcome",
+                {
+                    "decision_seq": decision_seq,
+                    "action": action,
+                    "key_id": key_id,
+                    "client_order_id": coid,
+                    "status": status,
+                    **extra,
+                },
+                now,
+            )
+            ledger_status = {
+                "create": {
+                    "open": "open",
+                    "closed": "closed",
+                    "canceled": "canceled",
+                    "rejected": "rejected",
+                    "expired": "canceled",
+                },
+                "cancel": {"canceled": "canceled", "closed": "closed"},
+            }[action]
+            if status in ledger_status:
+                limits.record_outcome(s, key_id, coid, ledger_status[status])
+
+    @staticmethod
+    def _decision_pb(v: Verdict) -> pb.Decision:
+        return pb.Decision(
+            allowed=v.decision.allowed,
+            audit_seq=v.audit_seq,
+            policy_version=v.policy_version,
+            violations=[
+                pb.RuleViolation(rule_id=r.rule_id, message=r.message) for r in v.decision.reasons
+            ],
+        )
+
+    # --- Read and GetPolicy -----------------------------------------------------------------
+
+    def read(self, request: pb.SignedRequest) -> pb.ReadReply:
+        self._check_envelope(request)
+        intent = intents.parse_body(pb.ReadIntent, request.body)
+        header = intents.bot_header(intent.header)
+        exchange = intents.check_exchange(intent.exchange)
+        kind = intent.kind
+        symbol = intents.check_symbol(intent.symbol) if intent.symbol else None
+        if kind == pb.READ_KIND_ORDER:
+            if symbol is None:
+                raise InvalidRequest("symbol: required for READ_KIND_ORDER")
+            coid = intents.check_client_order_id(intent.client_order_id)
+        elif kind == pb.READ_KIND_MY_TRADES and symbol is None:
+            raise InvalidRequest("symbol: required for READ_KIND_MY_TRADES")
+        elif kind not in (pb.READ_KIND_OPEN_ORDERS, pb.READ_KIND_BALANCES, pb.READ_KIND_MY_TRADES):
+            raise InvalidRequest(f"kind: {kind} is not allowed; must be one of READ_KIND_*")
+        key_id = intent.header.key_id
+        with self._authenticated(header, key_id, request, "Read") as (s, _now):
+            reasons = self._key_checks(s, key_id, exchange)
+        if reasons:
+            raise PermissionDenied(reasons[0].rule_id, reasons[0].message)
+        reply = pb.ReadReply()
+        try:
+            if kind == pb.READ_KIND_ORDER:
+                order = self.gateways.fetch_order(key_id, exchange, symbol or "", coid)
+                reply.orders.append(order_state(order))
+                self._sync_ledger(key_id, [order])
+            elif kind == pb.READ_KIND_OPEN_ORDERS:
+                orders = self.gateways.fetch_open_orders(key_id, exchange, symbol)
+                reply.orders.extend(order_state(o) for o in orders)
+            elif kind == pb.READ_KIND_BALANCES:
+                for b in self.gateways.fetch_balance(key_id, exchange):
+                    reply.balances.append(
+                        pb.Balance(asset=b["asset"], free=b["free"], locked=b["locked"])
+                    )
+            else:
+                for t in self.gateways.fetch_my_trades(key_id, exchange, symbol or ""):
+                    reply.trades.append(
+                        pb.Trade(
+                            **{k: t.get(k, "") for k in TRADE_FIELDS},
+                            timestamp_ms=int(t.get("timestamp_ms") or 0),
+                        )
+                    )
+        except ExchangeError as e:
+            reply.exchange_error = str(e)
+        return reply
+
+    def _sync_ledger(self, key_id: str, orders: list[dict[str, str]]) -> None:
+        """A query that shows an order done frees its open-order slot."""
+        done = [
+            o for o in orders if o.get("status") in ("closed", "canceled", "expired", "rejected")
+        ]
+        if not done:
+            return
+        with self.txn() as s:
+            for o in done:
+                if limits.order_exists(s, key_id, o.get("client_order_id", "")):
+                    st = {"expired": "canceled"}.get(o["status"], o["status"])
+                    limits.record_outcome(s, key_id, o["client_order_id"], st)
+
+    def get_policy(self, request: pb.SignedRequest) -> pb.PolicyView:
+        self._check_envelope(request)
+        intent = intents.parse_body(pb.PolicyQuery, request.body)
+        header = intents.bot_header(intent.header)
+        key_id = intent.header.key_id
+        with self._authenticated(header, key_id, request, "GetPolicy") as (s, now):
+            pol = state.current_policy(s, key_id)
+            frozen = state.global_frozen(s) or state.key_frozen(s, key_id)
+            snap = limits.counters_snapshot(s, key_id, now)
+        return pb.PolicyView(
+            key_id=key_id,
+            policy_version=pol.version if pol else 0,
+            frozen=frozen,
+            policy_json=pol.policy_json if pol else "",
+            used_24h_notional=str(snap.get("used_24h_notional", "0")),
+            open_orders=int(snap.get("open_orders", 0)),
+        )
+
+
+TRADE_FIELDS = (
+    "trade_id",
+    "exchange_order_id",
+    "symbol",
+    "side",
+    "price",
+    "amount",
+    "fee_cost",
+    "fee_currency",
+)
+ORDER_FIELDS = (
+    "exchange_order_id",
+    "client_order_id",
+    "symbol",
+    "side",
+    "type",
+    "status",
+    "amount",
+    "filled",
+    "price",
+    "average",
+    "fee_cost",
+    "fee_currency",
+)
+
+
+def order_state(o: dict[str, str]) -> pb.OrderState:
+    return pb.OrderState(
+        **{k: str(o.get(k) or "") for k in ORDER_FIELDS},
+        timestamp_ms=int(o.get("timestamp_ms") or 0),
+    )
