@@ -25,6 +25,7 @@ from signer.core import now_ms
 from signer.db import read_session, write_txn
 from signer.errors import ConfigError, SignerError
 from signer.hardening import harden_process
+from signer.keystore import purge_stale_pages
 from signer.prompt import read_secret
 from signer.server import (
     AUDIT_PUBKEY_FILE,
@@ -133,6 +134,8 @@ def key_json(k: Any) -> dict[str, Any]:
 
 
 def cmd_keys(args: argparse.Namespace) -> None:
+    if args.keys_cmd in ("add", "rotate", "generate"):
+        harden_process()  # secrets pass through this process: no core dumps, no ptrace
     op = opened(args)
     ks, now = op.keystore, now_ms()
     try:
@@ -181,6 +184,8 @@ def cmd_keys(args: argparse.Namespace) -> None:
                 },
                 now,
             )
+        if args.keys_cmd in ("remove", "rotate"):
+            purge_stale_pages(op.engine)  # no old ciphertext left behind in the SQLite WAL
         human = f"{args.keys_cmd}: {info.key_id} ({info.exchange}, {info.kind}) status={info.status} fp={info.fingerprint}"
         if info.public_key_pem and args.keys_cmd in ("generate", "rotate"):
             human += (
@@ -283,8 +288,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
     if args.audit_cmd == "verify":
         pub = auditmod.load_public_key(Path(args.pubkey))
         cps = [auditmod.read_checkpoint_file(Path(p)) for p in args.checkpoint or []]
-        with open(args.export, encoding="utf-8") as fh:
-            report = auditmod.verify_jsonl(fh, pub, cps)
+        report = auditmod.verify_file(Path(args.export), pub, cps)
         out(
             args,
             str(report),
@@ -326,7 +330,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     op = opened(args)
     server = SignerServer(op, insecure_dev=args.insecure_dev)
     addresses = server.start()
-    logging.getLogger("bulkhead.signer").info("hardening: %s", report)
+    logging.getLogger("bulkhead.signer").info("hardening: %s", report.summary())
     print(json.dumps({"serving": addresses, "pid": __import__("os").getpid()}), flush=True)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
