@@ -1,0 +1,34 @@
+"""The `bulkhead` command. Subcommands delegate to their component's own CLI."""
+
+from __future__ import annotations
+
+import argparse
+
+SUBCOMMANDS = {
+    "exchange-sim": "Binance-compatible exchange simulator (simexchange)",
+    "demo": "the whole story in one command: exchange, signer, bot, attack, audit",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "exchange-sim":
+        from simexchange.cli import main as exchange_sim_main
+
+        return exchange_sim_main(args[1:])
+    if args and args[0] == "demo":
+        from botengine.demo import main as demo_main
+
+        return demo_main(args[1:])
+    parser = argparse.ArgumentParser(prog="bulkhead")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in SUBCOMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
+    parser.parse_args(args)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
