@@ -32,11 +32,14 @@ from signer.errors import (
     ExchangeError,
     InvalidRequest,
     PermissionDenied,
+    SignerError,
 )
 from signer.exchanges import SignedHttp
 from signer.gateways import Gateways
 from signer.marketdata import ReferencePrices
 from signer.policy import Decision, IntentFacts, Reason, RefPrice, evaluate, policy_from_json
+from signer.precision import precision_reasons
+from signer.reads import ReadOps, order_state
 
 
 def now_ms() -> int:
@@ -54,7 +57,7 @@ class Verdict:
     policy_version: int
 
 
-class SignerCore:
+class SignerCore(ReadOps):
     """Everything a bot request needs, wired once at start-up."""
 
     def __init__(
@@ -172,19 +175,29 @@ class SignerCore:
             with self.txn() as s:
                 prune_nonces(s, self.clock(), self.config.max_clock_skew_ms)
 
-    def _reference(self, exchange: str, key_id: str, symbol: str) -> RefPrice | None:
-        """The signer's own price, fetched outside the write lock (public endpoint, no key)."""
+    def _prefetch(
+        self, key_id: str, f: intents.OrderFields
+    ) -> tuple[RefPrice | None, list[Reason]]:
+        """Network reads done before taking the write lock: the signer's own reference price
+        (public endpoint, no key) and the market's precision rules, for a known key whose policy
+        lists the symbol. Anything else is refused by policy without touching the exchange."""
         try:
             with read_session(self.engine) as s:
                 pol = state.current_policy(s, key_id)
+                info = self.gateways.key_info(s, key_id)
         except SQLAlchemyError:
             raise AuditUnavailable("signer store unavailable; nothing was signed") from None
-        if pol is None:
-            return None
+        if pol is None or info is None or info.exchange != f.exchange:
+            return None, []
         policy = policy_from_json(pol.policy_json)
-        if symbol not in policy.symbols:
-            return None
-        return self.refs.get(exchange, symbol, policy.reference_max_age_s)
+        if f.symbol not in policy.symbols:
+            return None, []
+        ref = self.refs.get(f.exchange, f.symbol, policy.reference_max_age_s)
+        try:
+            rules = self.gateways.market_rules(f.exchange, f.symbol)
+        except (SignerError, ValueError) as e:
+            return ref, [Reason("unknown_market", f"{f.symbol} on {f.exchange}: {e}")]
+        return ref, precision_reasons(rules, f.amount, f.limit_price, ref)
 
     # --- SubmitOrder ----------------------------------------------------------------------
 
@@ -195,10 +208,12 @@ class SignerCore:
         fields = intents.order_fields(intent)
         mode = intents.mode_of(intent.mode, self.config.default_mode)
         key_id = intent.header.key_id
-        ref = self._reference(fields.exchange, key_id, fields.symbol)
+        ref, market_reasons = self._prefetch(key_id, fields)
 
         with self._authenticated(header, key_id, request, "SubmitOrder") as (s, now):
-            verdict = self._decide(s, header, key_id, fields, mode, ref, request, now)
+            verdict = self._decide(
+                s, header, key_id, fields, mode, ref, market_reasons, request, now
+            )
         reply = pb.OrderReply(decision=self._decision_pb(verdict))
         if not verdict.decision.allowed:
             return reply
@@ -216,11 +231,23 @@ class SignerCore:
                 sign_only=mode == "sign-only",
             )
         except ExchangeError as e:
+            # A retriable failure may have reached the book: keep the slot until reconciled.
             status = "unknown" if getattr(e, "retriable", False) else "rejected"
             self._record_outcome(
                 verdict.audit_seq, key_id, fields.client_order_id, "create", status, error=str(e)
             )
             reply.exchange_error = str(e)
+            return reply
+        except SignerError as e:  # refused before sending (precision, forbidden endpoint)
+            self._record_outcome(
+                verdict.audit_seq,
+                key_id,
+                fields.client_order_id,
+                "create",
+                "rejected",
+                error=f"not sent: {e}",
+            )
+            reply.exchange_error = f"not sent: {e}"
             return reply
         self._fill_reply(reply, verdict, key_id, fields.client_order_id, "create", result)
         return reply
@@ -233,6 +260,7 @@ class SignerCore:
         f: intents.OrderFields,
         mode: str,
         ref: RefPrice | None,
+        market_reasons: list[Reason],
         request: pb.SignedRequest,
         now: int,
     ) -> Verdict:
@@ -255,7 +283,7 @@ class SignerCore:
             global_frozen=state.global_frozen(s),
             key_frozen=state.key_frozen(s, key_id),
         )
-        extra = self._key_checks(s, key_id, f.exchange)
+        extra = self._key_checks(s, key_id, f.exchange) + market_reasons
         if limits.order_exists(s, key_id, f.client_order_id):
             extra.append(
                 Reason(
@@ -457,115 +485,3 @@ class SignerCore:
                 pb.RuleViolation(rule_id=r.rule_id, message=r.message) for r in v.decision.reasons
             ],
         )
-
-    # --- Read and GetPolicy -----------------------------------------------------------------
-
-    def read(self, request: pb.SignedRequest) -> pb.ReadReply:
-        self._check_envelope(request)
-        intent = intents.parse_body(pb.ReadIntent, request.body)
-        header = intents.bot_header(intent.header)
-        exchange = intents.check_exchange(intent.exchange)
-        kind = intent.kind
-        symbol = intents.check_symbol(intent.symbol) if intent.symbol else None
-        if kind == pb.READ_KIND_ORDER:
-            if symbol is None:
-                raise InvalidRequest("symbol: required for READ_KIND_ORDER")
-            coid = intents.check_client_order_id(intent.client_order_id)
-        elif kind == pb.READ_KIND_MY_TRADES and symbol is None:
-            raise InvalidRequest("symbol: required for READ_KIND_MY_TRADES")
-        elif kind not in (pb.READ_KIND_OPEN_ORDERS, pb.READ_KIND_BALANCES, pb.READ_KIND_MY_TRADES):
-            raise InvalidRequest(f"kind: {kind} is not allowed; must be one of READ_KIND_*")
-        key_id = intent.header.key_id
-        with self._authenticated(header, key_id, request, "Read") as (s, _now):
-            reasons = self._key_checks(s, key_id, exchange)
-        if reasons:
-            raise PermissionDenied(reasons[0].rule_id, reasons[0].message)
-        reply = pb.ReadReply()
-        try:
-            if kind == pb.READ_KIND_ORDER:
-                order = self.gateways.fetch_order(key_id, exchange, symbol or "", coid)
-                reply.orders.append(order_state(order))
-                self._sync_ledger(key_id, [order])
-            elif kind == pb.READ_KIND_OPEN_ORDERS:
-                orders = self.gateways.fetch_open_orders(key_id, exchange, symbol)
-                reply.orders.extend(order_state(o) for o in orders)
-            elif kind == pb.READ_KIND_BALANCES:
-                for b in self.gateways.fetch_balance(key_id, exchange):
-                    reply.balances.append(
-                        pb.Balance(asset=b["asset"], free=b["free"], locked=b["locked"])
-                    )
-            else:
-                for t in self.gateways.fetch_my_trades(key_id, exchange, symbol or ""):
-                    reply.trades.append(
-                        pb.Trade(
-                            **{k: t.get(k, "") for k in TRADE_FIELDS},
-                            timestamp_ms=int(t.get("timestamp_ms") or 0),
-                        )
-                    )
-        except ExchangeError as e:
-            reply.exchange_error = str(e)
-        return reply
-
-    def _sync_ledger(self, key_id: str, orders: list[dict[str, str]]) -> None:
-        """A query that shows an order done frees its open-order slot."""
-        done = [
-            o for o in orders if o.get("status") in ("closed", "canceled", "expired", "rejected")
-        ]
-        if not done:
-            return
-        with self.txn() as s:
-            for o in done:
-                if limits.order_exists(s, key_id, o.get("client_order_id", "")):
-                    st = {"expired": "canceled"}.get(o["status"], o["status"])
-                    limits.record_outcome(s, key_id, o["client_order_id"], st)
-
-    def get_policy(self, request: pb.SignedRequest) -> pb.PolicyView:
-        self._check_envelope(request)
-        intent = intents.parse_body(pb.PolicyQuery, request.body)
-        header = intents.bot_header(intent.header)
-        key_id = intent.header.key_id
-        with self._authenticated(header, key_id, request, "GetPolicy") as (s, now):
-            pol = state.current_policy(s, key_id)
-            frozen = state.global_frozen(s) or state.key_frozen(s, key_id)
-            snap = limits.counters_snapshot(s, key_id, now)
-        return pb.PolicyView(
-            key_id=key_id,
-            policy_version=pol.version if pol else 0,
-            frozen=frozen,
-            policy_json=pol.policy_json if pol else "",
-            used_24h_notional=str(snap.get("used_24h_notional", "0")),
-            open_orders=int(snap.get("open_orders", 0)),
-        )
-
-
-TRADE_FIELDS = (
-    "trade_id",
-    "exchange_order_id",
-    "symbol",
-    "side",
-    "price",
-    "amount",
-    "fee_cost",
-    "fee_currency",
-)
-ORDER_FIELDS = (
-    "exchange_order_id",
-    "client_order_id",
-    "symbol",
-    "side",
-    "type",
-    "status",
-    "amount",
-    "filled",
-    "price",
-    "average",
-    "fee_cost",
-    "fee_currency",
-)
-
-
-def order_state(o: dict[str, str]) -> pb.OrderState:
-    return pb.OrderState(
-        **{k: str(o.get(k) or "") for k in ORDER_FIELDS},
-        timestamp_ms=int(o.get("timestamp_ms") or 0),
-    )

@@ -57,3 +57,19 @@ def test_cancel_and_reads_work_through_the_signer(stack: Stack) -> None:
     pol = client.get_policy()
     assert pol.key_id == KEY_ID and pol.open_orders == 0
     assert Decimal(pol.used_24h_notional) > 0
+
+
+def test_orders_the_exchange_would_round_are_refused_before_signing(stack: Stack) -> None:
+    """Amount off the step size, price off the tick, below min notional: refused with rule ids."""
+    client = stack.client()
+    price = limit_below_market(stack)
+    before = stack.audit_size()
+    r = client.submit_order("BTC/USDT", "buy", "limit", "0.0100001", price, "prec-1")
+    assert not r.decision.allowed
+    assert "amount_precision" in {v.rule_id for v in r.decision.violations}
+    r = client.submit_order("BTC/USDT", "buy", "limit", "0.01", price + Decimal("0.001"), "prec-2")
+    assert "price_precision" in {v.rule_id for v in r.decision.violations}
+    r = client.submit_order("BTC/USDT", "buy", "limit", "0.00001", price, "prec-3")
+    assert "min_notional" in {v.rule_id for v in r.decision.violations}
+    assert stack.audit_size() == before + 3  # each denial audited, nothing sent
+    assert client.read("open_orders", "BTC/USDT").orders == []
