@@ -62,7 +62,8 @@ def check_header_syntax(header: Header) -> None:
 
     if not state.ID_RE.match(header.identity):
         raise InvalidRequest(
-            f"header.bot_id: {header.identity[:80]!r} is not allowed; use 1-64 characters A-Z a-z 0-9 _ . -"
+            f"header.bot_id: {header.identity[:80]!r} is not allowed; "
+            "use 1-64 characters A-Z a-z 0-9 _ . -"
         )
     if not NONCE_RE.match(header.nonce):
         raise InvalidRequest("header.nonce: must be 16-64 characters A-Z a-z 0-9 _ -")
@@ -105,7 +106,8 @@ def authenticate(
     if abs(now_ms - header.timestamp_ms) > skew_ms:
         raise AuthError(
             "stale_timestamp",
-            f"timestamp {header.timestamp_ms} is {now_ms - header.timestamp_ms} ms from the signer's "
+            f"timestamp {header.timestamp_ms} is {now_ms - header.timestamp_ms} ms "
+            "from the signer's "
             f"clock; allowed skew is +/-{skew_ms} ms",
         )
     if session.get(NonceRow, (header.principal, header.nonce)) is not None:

@@ -45,10 +45,10 @@ class TlsEntry(_Frozen):
 
 class SignerConfig(_Frozen):
     database_url: str | None = None  # PostgreSQL URL; default: SQLite in the data dir
-    socket: Path | None = None          # bot service Unix socket; default DATA/signer.sock
+    socket: Path | None = None  # bot service Unix socket; default DATA/signer.sock
     socket_mode: Literal["0600", "0660"] = "0600"
-    admin_socket: Path | None = None    # admin service Unix socket; default DATA/admin.sock
-    tcp: str | None = None              # "host:port" for the bot service over TCP (needs tls)
+    admin_socket: Path | None = None  # admin service Unix socket; default DATA/admin.sock
+    tcp: str | None = None  # "host:port" for the bot service over TCP (needs tls)
     admin_tcp: str | None = None
     tls: TlsEntry | None = None
     default_mode: Literal["submit", "sign-only"] = "submit"
@@ -57,6 +57,8 @@ class SignerConfig(_Frozen):
     max_request_bytes: int = Field(default=65_536, ge=1_024, le=1_048_576)
     checkpoint_interval_s: int = Field(default=300, ge=0, le=86_400)  # 0 = only on demand
     workers: int = Field(default=16, ge=1, le=256)
+    reconcile_interval_s: int = Field(default=30, ge=0, le=3_600)  # 0 = never
+    reconcile_grace_s: int = Field(default=120, ge=0, le=86_400)  # older pending orders only
     exchanges: dict[str, ExchangeEntry] = Field(default_factory=dict)
 
     @field_validator("tcp", "admin_tcp")

@@ -93,7 +93,8 @@ class SignerCore(ReadOps):
     def _check_envelope(self, request: pb.SignedRequest) -> None:
         if len(request.body) > self.config.max_request_bytes:
             raise InvalidRequest(
-                f"body: {len(request.body)} bytes is too large; at most {self.config.max_request_bytes}"
+                f"body: {len(request.body)} bytes is too large; "
+                f"at most {self.config.max_request_bytes}"
             )
         if len(request.signature) != 64:
             raise InvalidRequest(f"signature: {len(request.signature)} bytes; must be 64 (Ed25519)")

@@ -1,4 +1,4 @@
-"""Storage plumbing shared by every signer module: one declarative Base, engines, write transactions.
+"""Storage plumbing shared by every signer module: declarative Base, engines, write transactions.
 
 Each concept module (keystore, policy store, limits, audit, auth) declares its own tables on
 `Base`. Sessions are passed in, never global.

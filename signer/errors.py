@@ -20,7 +20,7 @@ class InsecureStorage(SignerError):
 
 
 class KeystoreError(SignerError):
-    """Wrong master key, unknown key id, or a corrupt sealed secret. The command or request fails."""
+    """Wrong master key, unknown key id, or a corrupt sealed secret. The command/request fails."""
 
 
 class AuthError(SignerError):
@@ -46,7 +46,7 @@ class PermissionDenied(SignerError):
 
 
 class InvalidRequest(SignerError):
-    """Malformed request: bad decimal, unknown enum, oversized field. INVALID_ARGUMENT; no change."""
+    """Malformed request (bad decimal, enum, size): INVALID_ARGUMENT, no change."""
 
 
 class AuditUnavailable(SignerError):
@@ -58,4 +58,4 @@ class ExchangeError(SignerError):
 
 
 class ForbiddenEndpoint(SignerError):
-    """Something asked the signer to sign a non-order endpoint (withdrawal, transfer...). Never sent."""
+    """A non-order endpoint (withdrawal, transfer...) was about to be signed. Never sent."""

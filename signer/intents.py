@@ -86,7 +86,8 @@ def check_symbol(value: str) -> str:
 def check_client_order_id(value: str) -> str:
     if not CLIENT_ORDER_ID_RE.match(value):
         raise InvalidRequest(
-            f"client_order_id: {show(value)} is not allowed; use 1-36 characters A-Z a-z 0-9 _ . : / -"
+            f"client_order_id: {show(value)} is not allowed; "
+            "use 1-36 characters A-Z a-z 0-9 _ . : / -"
         )
     return value
 

@@ -35,6 +35,7 @@ from signer.db import (
 from signer.errors import ConfigError
 from signer.gateways import Gateways
 from signer.keystore import Keystore
+from signer.reconcile import reconcile_pending
 from signer.service import AdminService, SignerService
 
 log = logging.getLogger("bulkhead.signer")
@@ -107,7 +108,7 @@ def initialize(
 
 @dataclass
 class OpenSigner:
-    """An opened data directory: storage, keystore and audit log, ready for CLI actions or serving."""
+    """An opened data directory: storage, keystore, audit log; ready for CLI actions or serving."""
 
     data_dir: Path
     engine: Engine
@@ -185,6 +186,8 @@ class SignerServer:
         self.admin_server.start()
         transport.secure_unix_socket(sock, cfg.socket_mode)
         transport.secure_unix_socket(admin_sock, "0600")
+        if cfg.reconcile_interval_s:
+            threading.Thread(target=self._reconcile_loop, daemon=True, name="reconcile").start()
         if cfg.checkpoint_interval_s:
             self._checkpointer = threading.Thread(
                 target=self._checkpoint_loop, daemon=True, name="audit-checkpoint"
@@ -198,6 +201,17 @@ class SignerServer:
                 self.opened.actions.checkpoint(now_ms())
             except Exception as e:  # noqa: BLE001 - keep serving; the next tick retries
                 log.warning("periodic checkpoint failed: %s", type(e).__name__)
+
+    def _reconcile_loop(self) -> None:
+        """First pass right away (a restart after a crash), then on the configured interval."""
+        cfg = self.opened.config
+        while True:
+            try:
+                reconcile_pending(self.core, cfg.reconcile_grace_s * 1000)
+            except Exception as e:  # noqa: BLE001 - keep serving; the next pass retries
+                log.warning("reconcile pass failed: %s", type(e).__name__)
+            if self._stop.wait(cfg.reconcile_interval_s):
+                return
 
     def wait(self) -> None:
         self.bot_server.wait_for_termination()

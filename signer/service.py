@@ -16,9 +16,8 @@ from typing import Any, TypeVar
 import grpc
 
 from bulkhead.signer.v1 import admin_pb2 as apb
-from bulkhead.signer.v1 import admin_pb2_grpc
+from bulkhead.signer.v1 import admin_pb2_grpc, signer_pb2_grpc
 from bulkhead.signer.v1 import signer_pb2 as pb
-from bulkhead.signer.v1 import signer_pb2_grpc
 from signer import intents, state
 from signer.admin import AdminActions
 from signer.auth import ADMIN_SIGNING_CONTEXT, Header, authenticate, check_header_syntax
