@@ -50,20 +50,33 @@ class Demo:
         self.base_url = ""
 
     def run(self, *args: str, stdin: str | None = None) -> str:
-        done = subprocess.run([sys.executable, "-m", *args], input=stdin, capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", *args], input=stdin, capture_output=True, text=True, timeout=120
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(args[:3])} failed: {done.stderr.strip()}")
         return done.stdout
 
     def signer(self, *args: str, stdin: str | None = None) -> str:
-        return self.run("signer.cli", *args, "--data-dir", str(self.data_dir),
-                        "--master-key-file", str(self.keyfile), stdin=stdin)
+        return self.run(
+            "signer.cli",
+            *args,
+            "--data-dir",
+            str(self.data_dir),
+            "--master-key-file",
+            str(self.keyfile),
+            stdin=stdin,
+        )
 
     def spawn(self, *args: str) -> tuple[subprocess.Popen[str], str]:
         log = open(self.root / f"{args[0].split('.')[0]}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE,
-                                stderr=log, stdin=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
         self.procs.append(proc)
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -80,29 +93,78 @@ class Demo:
         c = self.console
         c.rule("1. exchange, signer and bot: three processes")
         accounts = self.root / "accounts.toml"
-        out = self.run("botengine.cli", "exchange-sim", "account", "new", "--accounts", str(accounts),
-                       "--name", "trader", "--balance", "USDT=10000", "--balance", "BTC=0.1")
+        out = self.run(
+            "botengine.cli",
+            "exchange-sim",
+            "account",
+            "new",
+            "--accounts",
+            str(accounts),
+            "--name",
+            "trader",
+            "--balance",
+            "USDT=10000",
+            "--balance",
+            "BTC=0.1",
+        )
         fields = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
-        _, banner = self.spawn("botengine.cli", "exchange-sim", "serve", "--port", "0", "--accounts",
-                               str(accounts), "--synthetic", "BTCUSDT=60000",
-                               "--synthetic", "ETHUSDT=3000", "--synthetic", "DATAUSDT=0.07")
+        _, banner = self.spawn(
+            "botengine.cli",
+            "exchange-sim",
+            "serve",
+            "--port",
+            "0",
+            "--accounts",
+            str(accounts),
+            "--synthetic",
+            "BTCUSDT=60000",
+            "--synthetic",
+            "ETHUSDT=3000",
+            "--synthetic",
+            "DATAUSDT=0.07",
+        )
         base_url = self.base_url = banner.split()[2]
         c.print(f"simexchange: {base_url}")
-        self.run("signer.cli", "init", "--data-dir", str(self.data_dir), "--master-key-file",
-                 str(self.keyfile), "--create-key-file", "--kdf", "interactive")
+        self.run(
+            "signer.cli",
+            "init",
+            "--data-dir",
+            str(self.data_dir),
+            "--master-key-file",
+            str(self.keyfile),
+            "--create-key-file",
+            "--kdf",
+            "interactive",
+        )
         (self.data_dir / "signer.toml").write_text(
-            f'checkpoint_interval_s = 60\n[exchanges.binance]\napi_url = "{base_url}"\n')
+            f'checkpoint_interval_s = 60\n[exchanges.binance]\napi_url = "{base_url}"\n'
+        )
         # The secret goes through a pipe, never argv; it is sealed at once.
-        self.signer("keys", "add", "--key-id", "main", "--exchange", "binance",
-                    "--api-key", fields["api_key"], stdin=fields["secret"] + "\n")
+        self.signer(
+            "keys",
+            "add",
+            "--key-id",
+            "main",
+            "--exchange",
+            "binance",
+            "--api-key",
+            fields["api_key"],
+            stdin=fields["secret"] + "\n",
+        )
         del fields["secret"]
         policy = self.root / "policy.toml"
         policy.write_text(POLICY)
         self.signer("policy", "set", "main", str(policy))
         bot = Identity.generate("dca-bot")
         self.signer("bots", "add", "dca-bot", "--pubkey", bot.public_key.hex(), "--keys", "main")
-        _, serving = self.spawn("signer.cli", "serve", "--data-dir", str(self.data_dir),
-                                "--master-key-file", str(self.keyfile))
+        _, serving = self.spawn(
+            "signer.cli",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--master-key-file",
+            str(self.keyfile),
+        )
         address = json.loads(serving)["serving"]["bot_unix"]
         c.print(f"signer: {address} (key 'main' sealed; policy BTC/USDT, ETH/USDT only)")
         return SignerClient(address, bot, "main")
@@ -112,8 +174,11 @@ class Demo:
         price = self.public_price("BTCUSDT")
         limit = (price * Decimal("0.995")).quantize(Decimal("0.01"))
         r = bot.submit_order("BTC/USDT", "buy", "limit", "0.01", limit, "demo-1")
-        self.check("legit order", f"buy 0.01 BTC @ {limit}: {r.order.status or r.exchange_error}",
-                   r.decision.allowed and r.order.status == "open")
+        self.check(
+            "legit order",
+            f"buy 0.01 BTC @ {limit}: {r.order.status or r.exchange_error}",
+            r.decision.allowed and r.order.status == "open",
+        )
         return price
 
     def public_price(self, market_id: str) -> Decimal:
@@ -125,30 +190,61 @@ class Demo:
     def attack(self, bot: SignerClient, price: Decimal) -> None:
         self.console.rule("3. the incident: a stolen engine holding the bot's identity")
         tries = [
-            ("pump a thin coin", ("DATA/USDT", "buy", "limit", "20000", "0.25", "atk-1"), "symbol_not_allowed"),
-            ("exceed the order cap", ("BTC/USDT", "buy", "limit", "1", price, "atk-2"), "notional_cap"),
-            ("buy 30% above market", ("BTC/USDT", "buy", "limit", "0.01",
-                                      (price * Decimal("1.3")).quantize(Decimal("0.01")), "atk-3"), "price_band"),
+            (
+                "pump a thin coin",
+                ("DATA/USDT", "buy", "limit", "20000", "0.25", "atk-1"),
+                "symbol_not_allowed",
+            ),
+            (
+                "exceed the order cap",
+                ("BTC/USDT", "buy", "limit", "1", price, "atk-2"),
+                "notional_cap",
+            ),
+            (
+                "buy 30% above market",
+                (
+                    "BTC/USDT",
+                    "buy",
+                    "limit",
+                    "0.01",
+                    (price * Decimal("1.3")).quantize(Decimal("0.01")),
+                    "atk-3",
+                ),
+                "price_band",
+            ),
         ]
         for name, args, rule in tries:
             r = bot.submit_order(*args)  # type: ignore[arg-type]
             rules = {v.rule_id for v in r.decision.violations}
-            self.check(name, f"refused: {', '.join(sorted(rules))}", not r.decision.allowed and rule in rules)
-        captured = bot.order_request("BTC/USDT", "buy", "limit", "0.001",
-                                     (price * Decimal("0.99")).quantize(Decimal("0.01")), "cap-1")
+            self.check(
+                name,
+                f"refused: {', '.join(sorted(rules))}",
+                not r.decision.allowed and rule in rules,
+            )
+        captured = bot.order_request(
+            "BTC/USDT",
+            "buy",
+            "limit",
+            "0.001",
+            (price * Decimal("0.99")).quantize(Decimal("0.01")),
+            "cap-1",
+        )
         bot.call("SubmitOrder", captured)
         try:
             bot.call("SubmitOrder", captured)
             self.check("replay a captured intent", "accepted!", False)
         except grpc.RpcError as e:
-            self.check("replay a captured intent", e.details(), "replayed_nonce" in (e.details() or ""))
+            self.check(
+                "replay a captured intent", e.details(), "replayed_nonce" in (e.details() or "")
+            )
         self.check("reach a withdrawal", *self.try_withdraw(bot))
         self.signer("freeze", "--all", "--reason", "demo kill switch")
         eth = (self.public_price("ETHUSDT") * Decimal("0.99")).quantize(Decimal("0.01"))
         r = bot.submit_order("ETH/USDT", "buy", "limit", "0.1", eth, "after-freeze")
         rules = [v.rule_id for v in r.decision.violations]
-        self.check("freeze --all", f"next order refused: {', '.join(rules)}",
-                   rules == ["global_freeze"])
+        self.check(
+            "freeze --all", f"next order refused: {', '.join(rules)}", rules == ["global_freeze"]
+        )
 
     @staticmethod
     def try_withdraw(bot: SignerClient) -> tuple[str, bool]:
@@ -166,8 +262,15 @@ class Demo:
         self.console.rule("4. the auditor")
         export = self.root / "audit.jsonl"
         self.signer("audit", "export", "--out", str(export))
-        out = self.run("signer.cli", "audit", "verify", str(export), "--pubkey",
-                       str(self.data_dir / "audit_pubkey.hex"), "--json")
+        out = self.run(
+            "signer.cli",
+            "audit",
+            "verify",
+            str(export),
+            "--pubkey",
+            str(self.data_dir / "audit_pubkey.hex"),
+            "--json",
+        )
         report = json.loads(out)
         self.check("audit verify", f"{report['records']} records, signed and chained", report["ok"])
         self.console.print(f"export: {export}")
@@ -208,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     ok = bool(demo.results) and all(r[2] for r in demo.results)
     if keep:
-        console.print(f"--keep: processes still running (pids {[p.pid for p in demo.procs]}); "
-                      f"data in {root}")
+        console.print(
+            f"--keep: processes still running (pids {[p.pid for p in demo.procs]}); data in {root}"
+        )
     return 0 if ok else 1

@@ -18,15 +18,18 @@ from nacl.signing import SigningKey
 
 from bulkhead.contract import ADMIN_SIGNING_CONTEXT, BOT_SIGNING_CONTEXT
 from bulkhead.signer.v1 import admin_pb2 as apb
-from bulkhead.signer.v1 import admin_pb2_grpc
+from bulkhead.signer.v1 import admin_pb2_grpc, signer_pb2_grpc
 from bulkhead.signer.v1 import signer_pb2 as pb
-from bulkhead.signer.v1 import signer_pb2_grpc
 
 SIDES = {"buy": pb.SIDE_BUY, "sell": pb.SIDE_SELL}
 TYPES = {"limit": pb.ORDER_TYPE_LIMIT, "market": pb.ORDER_TYPE_MARKET}
 MODES = {None: pb.MODE_UNSPECIFIED, "submit": pb.MODE_SUBMIT, "sign-only": pb.MODE_SIGN_ONLY}
-READS = {"order": pb.READ_KIND_ORDER, "open_orders": pb.READ_KIND_OPEN_ORDERS,
-         "balances": pb.READ_KIND_BALANCES, "my_trades": pb.READ_KIND_MY_TRADES}
+READS = {
+    "order": pb.READ_KIND_ORDER,
+    "open_orders": pb.READ_KIND_OPEN_ORDERS,
+    "balances": pb.READ_KIND_BALANCES,
+    "my_trades": pb.READ_KIND_MY_TRADES,
+}
 
 
 @dataclass(frozen=True)
@@ -70,22 +73,32 @@ def money(value: Decimal | str | None) -> str:
     return format(value, "f") if isinstance(value, Decimal) else value
 
 
-def channel_for(address: str, tls: tuple[bytes, bytes, bytes] | None = None,
-                server_name: str | None = None) -> grpc.Channel:
+def channel_for(
+    address: str, tls: tuple[bytes, bytes, bytes] | None = None, server_name: str | None = None
+) -> grpc.Channel:
     if tls is None:
         return grpc.insecure_channel(address)
     opts = [("grpc.ssl_target_name_override", server_name)] if server_name else []
-    creds = grpc.ssl_channel_credentials(root_certificates=tls[0], private_key=tls[1],
-                                         certificate_chain=tls[2])
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=tls[0], private_key=tls[1], certificate_chain=tls[2]
+    )
     return grpc.secure_channel(address, creds, options=opts)
 
 
 class SignerClient:
     """A bot's connection to one or more signer replicas, for one exchange key."""
 
-    def __init__(self, addresses: str | list[str], identity: Identity, key_id: str,
-                 exchange: str = "binance", *, tls: tuple[bytes, bytes, bytes] | None = None,
-                 server_name: str | None = None, timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        addresses: str | list[str],
+        identity: Identity,
+        key_id: str,
+        exchange: str = "binance",
+        *,
+        tls: tuple[bytes, bytes, bytes] | None = None,
+        server_name: str | None = None,
+        timeout: float = 15.0,
+    ) -> None:
         self.addresses = [addresses] if isinstance(addresses, str) else list(addresses)
         self.identity = identity
         self.key_id = key_id
@@ -101,24 +114,45 @@ class SignerClient:
 
     # --- request building (public so tests and audits can rebuild exact bytes) ---------------
 
-    def header(self, method: str, *, nonce: str | None = None,
-               timestamp_ms: int | None = None) -> pb.RequestHeader:
-        return pb.RequestHeader(bot_id=self.identity.name, key_id=self.key_id, method=method,
-                                nonce=nonce or fresh_nonce(), timestamp_ms=timestamp_ms or now_ms())
+    def header(
+        self, method: str, *, nonce: str | None = None, timestamp_ms: int | None = None
+    ) -> pb.RequestHeader:
+        return pb.RequestHeader(
+            bot_id=self.identity.name,
+            key_id=self.key_id,
+            method=method,
+            nonce=nonce or fresh_nonce(),
+            timestamp_ms=timestamp_ms or now_ms(),
+        )
 
     def sign(self, message: object) -> pb.SignedRequest:
         body = message.SerializeToString()  # type: ignore[attr-defined]
         sig = self.identity.signing_key.sign(BOT_SIGNING_CONTEXT + body).signature
         return pb.SignedRequest(body=body, signature=sig)
 
-    def order_request(self, symbol: str, side: str, order_type: str, amount: Decimal | str,
-                      price: Decimal | str | None, client_order_id: str, *,
-                      mode: str | None = None, **header_kw: object) -> pb.SignedRequest:
+    def order_request(
+        self,
+        symbol: str,
+        side: str,
+        order_type: str,
+        amount: Decimal | str,
+        price: Decimal | str | None,
+        client_order_id: str,
+        *,
+        mode: str | None = None,
+        **header_kw: object,
+    ) -> pb.SignedRequest:
         intent = pb.OrderIntent(
             header=self.header("SubmitOrder", **header_kw),  # type: ignore[arg-type]
-            exchange=self.exchange, symbol=symbol, side=SIDES[side], type=TYPES[order_type],
-            amount=money(amount), limit_price=money(price), client_order_id=client_order_id,
-            mode=MODES[mode])
+            exchange=self.exchange,
+            symbol=symbol,
+            side=SIDES[side],
+            type=TYPES[order_type],
+            amount=money(amount),
+            limit_price=money(price),
+            client_order_id=client_order_id,
+            mode=MODES[mode],
+        )
         return self.sign(intent)
 
     # --- calls -------------------------------------------------------------------------------
@@ -138,23 +172,46 @@ class SignerClient:
         assert last is not None
         raise last
 
-    def submit_order(self, symbol: str, side: str, order_type: str, amount: Decimal | str,
-                     price: Decimal | str | None, client_order_id: str, *,
-                     mode: str | None = None) -> pb.OrderReply:
-        req = self.order_request(symbol, side, order_type, amount, price, client_order_id, mode=mode)
+    def submit_order(
+        self,
+        symbol: str,
+        side: str,
+        order_type: str,
+        amount: Decimal | str,
+        price: Decimal | str | None,
+        client_order_id: str,
+        *,
+        mode: str | None = None,
+    ) -> pb.OrderReply:
+        req = self.order_request(
+            symbol, side, order_type, amount, price, client_order_id, mode=mode
+        )
         return self.call("SubmitOrder", req)  # type: ignore[return-value]
 
-    def cancel_order(self, symbol: str, client_order_id: str, *,
-                     mode: str | None = None) -> pb.OrderReply:
-        req = self.sign(pb.CancelIntent(header=self.header("CancelOrder"), exchange=self.exchange,
-                                        symbol=symbol, client_order_id=client_order_id,
-                                        mode=MODES[mode]))
+    def cancel_order(
+        self, symbol: str, client_order_id: str, *, mode: str | None = None
+    ) -> pb.OrderReply:
+        req = self.sign(
+            pb.CancelIntent(
+                header=self.header("CancelOrder"),
+                exchange=self.exchange,
+                symbol=symbol,
+                client_order_id=client_order_id,
+                mode=MODES[mode],
+            )
+        )
         return self.call("CancelOrder", req)  # type: ignore[return-value]
 
     def read(self, kind: str, symbol: str = "", client_order_id: str = "") -> pb.ReadReply:
-        req = self.sign(pb.ReadIntent(header=self.header("Read"), exchange=self.exchange,
-                                      kind=READS[kind], symbol=symbol,
-                                      client_order_id=client_order_id))
+        req = self.sign(
+            pb.ReadIntent(
+                header=self.header("Read"),
+                exchange=self.exchange,
+                kind=READS[kind],
+                symbol=symbol,
+                client_order_id=client_order_id,
+            )
+        )
         return self.call("Read", req)  # type: ignore[return-value]
 
     def get_policy(self) -> pb.PolicyView:
@@ -165,8 +222,14 @@ class SignerClient:
 class AdminClient:
     """An operator's signed connection to the signer's Admin service."""
 
-    def __init__(self, address: str, identity: Identity, *,
-                 tls: tuple[bytes, bytes, bytes] | None = None, timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        identity: Identity,
+        *,
+        tls: tuple[bytes, bytes, bytes] | None = None,
+        timeout: float = 15.0,
+    ) -> None:
         self.identity = identity
         self.timeout = timeout
         self._channel = channel_for(address, tls)
@@ -176,30 +239,49 @@ class AdminClient:
         self._channel.close()
 
     def header(self, method: str) -> apb.AdminHeader:
-        return apb.AdminHeader(operator_id=self.identity.name, method=method,
-                               nonce=fresh_nonce(), timestamp_ms=now_ms())
+        return apb.AdminHeader(
+            operator_id=self.identity.name,
+            method=method,
+            nonce=fresh_nonce(),
+            timestamp_ms=now_ms(),
+        )
 
     def sign(self, command: object) -> apb.SignedAdminRequest:
         body = command.SerializeToString()  # type: ignore[attr-defined]
         sig = self.identity.signing_key.sign(ADMIN_SIGNING_CONTEXT + body).signature
         return apb.SignedAdminRequest(body=body, signature=sig)
 
-    def freeze(self, key_id: str = "", *, all_keys: bool = False, reason: str = "") -> apb.AdminReply:
-        cmd = apb.FreezeCommand(header=self.header("Freeze"), key_id=key_id, all=all_keys, reason=reason)
+    def freeze(
+        self, key_id: str = "", *, all_keys: bool = False, reason: str = ""
+    ) -> apb.AdminReply:
+        cmd = apb.FreezeCommand(
+            header=self.header("Freeze"), key_id=key_id, all=all_keys, reason=reason
+        )
         return self.stub.Freeze(self.sign(cmd), timeout=self.timeout)
 
-    def unfreeze(self, key_id: str = "", *, all_keys: bool = False, reason: str = "") -> apb.AdminReply:
-        cmd = apb.FreezeCommand(header=self.header("Unfreeze"), key_id=key_id, all=all_keys, reason=reason)
+    def unfreeze(
+        self, key_id: str = "", *, all_keys: bool = False, reason: str = ""
+    ) -> apb.AdminReply:
+        cmd = apb.FreezeCommand(
+            header=self.header("Unfreeze"), key_id=key_id, all=all_keys, reason=reason
+        )
         return self.stub.Unfreeze(self.sign(cmd), timeout=self.timeout)
 
-    def set_policy(self, key_id: str, policy_toml: str, expected_version: int = 0) -> apb.AdminReply:
-        cmd = apb.SetPolicyCommand(header=self.header("SetPolicy"), key_id=key_id,
-                                   policy_toml=policy_toml, expected_version=expected_version)
+    def set_policy(
+        self, key_id: str, policy_toml: str, expected_version: int = 0
+    ) -> apb.AdminReply:
+        cmd = apb.SetPolicyCommand(
+            header=self.header("SetPolicy"),
+            key_id=key_id,
+            policy_toml=policy_toml,
+            expected_version=expected_version,
+        )
         return self.stub.SetPolicy(self.sign(cmd), timeout=self.timeout)
 
     def register_bot(self, bot_id: str, public_key: bytes, key_ids: list[str]) -> apb.AdminReply:
-        cmd = apb.RegisterBotCommand(header=self.header("RegisterBot"), bot_id=bot_id,
-                                     public_key=public_key, key_ids=key_ids)
+        cmd = apb.RegisterBotCommand(
+            header=self.header("RegisterBot"), bot_id=bot_id, public_key=public_key, key_ids=key_ids
+        )
         return self.stub.RegisterBot(self.sign(cmd), timeout=self.timeout)
 
     def revoke_bot(self, bot_id: str) -> apb.AdminReply:
@@ -207,9 +289,11 @@ class AdminClient:
         return self.stub.RevokeBot(self.sign(cmd), timeout=self.timeout)
 
     def checkpoint(self) -> apb.CheckpointReply:
-        return self.stub.Checkpoint(self.sign(apb.CheckpointCommand(header=self.header("Checkpoint"))),
-                                    timeout=self.timeout)
+        return self.stub.Checkpoint(
+            self.sign(apb.CheckpointCommand(header=self.header("Checkpoint"))), timeout=self.timeout
+        )
 
     def status(self) -> apb.StatusReply:
-        return self.stub.Status(self.sign(apb.StatusCommand(header=self.header("Status"))),
-                                timeout=self.timeout)
+        return self.stub.Status(
+            self.sign(apb.StatusCommand(header=self.header("Status"))), timeout=self.timeout
+        )

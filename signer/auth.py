@@ -60,12 +60,12 @@ def check_header_syntax(header: Header) -> None:
     """Field-level checks that need no state; raised as INVALID_ARGUMENT by the service."""
     from signer.errors import InvalidRequest
 
-    if not state.ID_RE.match(header.identity):
+    if not state.ID_RE.fullmatch(header.identity):
         raise InvalidRequest(
-            f"header.bot_id: {header.identity[:80]!r} is not allowed; "
+            f"header.{header.principal.split(':')[0]}_id: {header.identity[:80]!r} is not allowed; "
             "use 1-64 characters A-Z a-z 0-9 _ . -"
         )
-    if not NONCE_RE.match(header.nonce):
+    if not NONCE_RE.fullmatch(header.nonce):
         raise InvalidRequest("header.nonce: must be 16-64 characters A-Z a-z 0-9 _ -")
     if header.timestamp_ms <= 0:
         raise InvalidRequest(

@@ -61,7 +61,7 @@ def bot_header(h: pb.RequestHeader) -> Header:
 
 
 def parse_decimal(field: str, value: str) -> Decimal:
-    if not DECIMAL_RE.match(value):
+    if not DECIMAL_RE.fullmatch(value):
         raise InvalidRequest(
             f"{field}: {show(value)} is not allowed; must be a plain decimal string > 0 "
             "(up to 20 integer and 18 fractional digits, no sign or exponent)"
@@ -76,7 +76,7 @@ def parse_decimal(field: str, value: str) -> Decimal:
 
 
 def check_symbol(value: str) -> str:
-    if not SYMBOL_RE.match(value):
+    if not SYMBOL_RE.fullmatch(value):
         raise InvalidRequest(
             f"symbol: {show(value)} is not allowed; must look like BASE/QUOTE in ASCII A-Z 0-9"
         )
@@ -84,7 +84,7 @@ def check_symbol(value: str) -> str:
 
 
 def check_client_order_id(value: str) -> str:
-    if not CLIENT_ORDER_ID_RE.match(value):
+    if not CLIENT_ORDER_ID_RE.fullmatch(value):
         raise InvalidRequest(
             f"client_order_id: {show(value)} is not allowed; "
             "use 1-36 characters A-Z a-z 0-9 _ . : / -"
@@ -93,7 +93,7 @@ def check_client_order_id(value: str) -> str:
 
 
 def check_exchange(value: str) -> str:
-    if not EXCHANGE_RE.match(value):
+    if not EXCHANGE_RE.fullmatch(value):
         raise InvalidRequest(
             f"exchange: {show(value)} is not allowed; must be a ccxt id like 'binance'"
         )

@@ -38,8 +38,8 @@ class ReadOps:
         key_id = intent.header.key_id
         with self._authenticated(header, key_id, request, "Read") as (s, _now):
             reasons = self._key_checks(s, key_id, exchange)
-        if reasons:
-            raise PermissionDenied(reasons[0].rule_id, reasons[0].message)
+            if reasons:  # raised inside: the refusal is audited and the nonce rolled back
+                raise PermissionDenied(reasons[0].rule_id, reasons[0].message)
         reply = pb.ReadReply()
         try:
             if kind == pb.READ_KIND_ORDER:

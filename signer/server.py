@@ -171,17 +171,18 @@ class SignerServer:
         )
         transport.add_health(self.bot_server, ["bulkhead.signer.v1.Signer"])
         transport.add_health(self.admin_server, ["bulkhead.signer.v1.Admin"])
-        sock, admin_sock = cfg.socket_path(data_dir), cfg.admin_socket_path(data_dir)
-        self.addresses["bot_unix"] = transport.bind_unix(self.bot_server, sock)
-        self.addresses["admin_unix"] = transport.bind_unix(self.admin_server, admin_sock)
+        # TCP first: a refused TLS set-up must fail before any Unix socket file is replaced.
         if cfg.tcp:
             self.addresses["bot_tcp"] = transport.bind_tcp(
-                self.bot_server, cfg.tcp, cfg.tls, self.insecure_dev
+                self.bot_server, cfg.tcp, cfg.tls, self.insecure_dev, "tcp"
             )
         if cfg.admin_tcp:
             self.addresses["admin_tcp"] = transport.bind_tcp(
-                self.admin_server, cfg.admin_tcp, cfg.tls, self.insecure_dev
+                self.admin_server, cfg.admin_tcp, cfg.tls, self.insecure_dev, "admin_tcp"
             )
+        sock, admin_sock = cfg.socket_path(data_dir), cfg.admin_socket_path(data_dir)
+        self.addresses["bot_unix"] = transport.bind_unix(self.bot_server, sock)
+        self.addresses["admin_unix"] = transport.bind_unix(self.admin_server, admin_sock)
         self.bot_server.start()
         self.admin_server.start()
         transport.secure_unix_socket(sock, cfg.socket_mode)

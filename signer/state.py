@@ -23,7 +23,7 @@ GLOBAL_FREEZE = "global_freeze"
 
 def check_id(field: str, value: str) -> str:
     """Validate a bot, operator or key id; the message names the field, value and allowed form."""
-    if not isinstance(value, str) or not ID_RE.match(value):
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
         raise ConfigError(
             f"{field}: {value[:80]!r} is not allowed; use 1-64 characters A-Z a-z 0-9 _ . -"
         )

@@ -65,7 +65,9 @@ def server_tls_credentials(tls: TlsEntry) -> grpc.ServerCredentials:
     )
 
 
-def bind_tcp(server: grpc.Server, hostport: str, tls: TlsEntry | None, insecure_dev: bool) -> str:
+def bind_tcp(
+    server: grpc.Server, hostport: str, tls: TlsEntry | None, insecure_dev: bool, field: str = "tcp"
+) -> str:
     """Bind TCP with mTLS; plain TCP only when `insecure_dev` was given explicitly."""
     if tls is not None:
         port = server.add_secure_port(hostport, server_tls_credentials(tls))
@@ -73,11 +75,11 @@ def bind_tcp(server: grpc.Server, hostport: str, tls: TlsEntry | None, insecure_
         port = server.add_insecure_port(hostport)
     else:
         raise ConfigError(
-            f"tcp: {hostport} needs [tls] cert, key and client_ca (mutual TLS); plain TCP is "
+            f"{field}: {hostport} needs [tls] cert, key and client_ca (mutual TLS); plain TCP is "
             "refused unless you pass --insecure-dev"
         )
     if port == 0:
-        raise ConfigError(f"tcp: could not bind {hostport}")
+        raise ConfigError(f"{field}: could not bind {hostport}")
     host = hostport.rpartition(":")[0]
     return f"{host}:{port}"
 

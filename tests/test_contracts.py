@@ -37,7 +37,9 @@ def test_committed_grpc_stubs_match_the_protos(tmp_path: Path) -> None:
     )
     fresh = tmp_path / "bulkhead" / "signer" / "v1"
     generated = sorted(p.name for p in fresh.iterdir())
-    committed = sorted(p.name for p in GENERATED.iterdir() if p.name != "__init__.py" and p.is_file())
+    committed = sorted(
+        p.name for p in GENERATED.iterdir() if p.name != "__init__.py" and p.is_file()
+    )
     assert generated == committed, "stub files differ from the protos: run `make protos`"
     _, mismatch, errors = filecmp.cmpfiles(fresh, GENERATED, generated, shallow=False)
     assert not mismatch and not errors, f"stale stubs {mismatch + errors}: run `make protos`"

@@ -139,8 +139,14 @@ def write_config(data_dir: Path, sim_url: str, db_url: str | None, extra: str = 
     os.chmod(path, 0o600)
 
 
-def build_stack(root: Path, db_url: str | None = None, *, policy: str = POLICY_TOML,
-                config_extra: str = "", thin: bool = True) -> Stack:
+def build_stack(
+    root: Path,
+    db_url: str | None = None,
+    *,
+    policy: str = POLICY_TOML,
+    config_extra: str = "",
+    thin: bool = True,
+) -> Stack:
     """Everything an operator would do by hand, done through the same Python APIs the CLI uses."""
     sim, account = start_test_exchange(thin=thin)
     data_dir = root / "signer-data"
@@ -150,17 +156,25 @@ def build_stack(root: Path, db_url: str | None = None, *, policy: str = POLICY_T
     write_config(data_dir, sim.base_url, db_url, config_extra)
     operator = Identity.generate(OPERATOR_ID)
     source = MasterKeySource(keyfile=keyfile)
-    initialize(data_dir, source, db_url=db_url, kdf_profile="interactive",
-               operators=[(OPERATOR_ID, operator.public_key)], actor="test")
+    initialize(
+        data_dir,
+        source,
+        db_url=db_url,
+        kdf_profile="interactive",
+        operators=[(OPERATOR_ID, operator.public_key)],
+        actor="test",
+    )
     opened = open_signer(data_dir, source)
     with write_txn(opened.engine) as s:
         opened.keystore.add_hmac(s, KEY_ID, "binance", account.api_key, account.secret)
-        opened.audit.append(s, "admin", {"action": "keys_add", "actor": "test", "key_id": KEY_ID},
-                            now_ms())
+        opened.audit.append(
+            s, "admin", {"action": "keys_add", "actor": "test", "key_id": KEY_ID}, now_ms()
+        )
     opened.actions.set_policy("test", now_ms(), KEY_ID, policy)
     bot = Identity.generate(BOT_ID)
     opened.actions.register_bot("test", now_ms(), BOT_ID, bot.public_key, [KEY_ID])
     server = SignerServer(opened)
     addresses = server.start()
-    return Stack(root, data_dir, keyfile, db_url, sim, account, opened, server, bot, operator,
-                 addresses)
+    return Stack(
+        root, data_dir, keyfile, db_url, sim, account, opened, server, bot, operator, addresses
+    )

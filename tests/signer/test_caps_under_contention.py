@@ -18,15 +18,17 @@ from botengine.signer_client import SignerClient
 from tests.signer.stack import KEY_ID, POLICY_TOML, Stack, build_stack, write_config
 
 CAP = Decimal("1000")
-CAP_POLICY = (POLICY_TOML.replace('max_notional_24h = "20000"', f'max_notional_24h = "{CAP}"')
-              .replace("orders_per_minute = 600", "orders_per_minute = 100000"))
+CAP_POLICY = POLICY_TOML.replace(
+    'max_notional_24h = "20000"', f'max_notional_24h = "{CAP}"'
+).replace("orders_per_minute = 600", "orders_per_minute = 100000")
 
 
 def race(clients: list[SignerClient], price: Decimal, amount: str, n: int) -> list[bool]:
     def one(i: int) -> bool:
         c = clients[i % len(clients)]
-        reply = c.submit_order("BTC/USDT", "buy", "limit", amount, price, f"race-{i}",
-                               mode="sign-only")
+        reply = c.submit_order(
+            "BTC/USDT", "buy", "limit", amount, price, f"race-{i}", mode="sign-only"
+        )
         if not reply.decision.allowed:
             assert {v.rule_id for v in reply.decision.violations} == {"notional_24h_cap"}
         return reply.decision.allowed
@@ -60,10 +62,22 @@ def start_replica(stack: Stack, name: str) -> tuple[subprocess.Popen[str], str]:
     write_config(data_dir, stack.sim.base_url, stack.db_url)
     log = open(stack.root / f"{name}.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "signer.cli", "serve", "--data-dir", str(data_dir),
-         "--master-key-file", str(stack.keyfile)],
-        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("BULKHEAD_")})
+        [
+            sys.executable,
+            "-m",
+            "signer.cli",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--master-key-file",
+            str(stack.keyfile),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("BULKHEAD_")},
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line, (stack.root / f"{name}.log").read_text()
@@ -71,7 +85,8 @@ def start_replica(stack: Stack, name: str) -> tuple[subprocess.Popen[str], str]:
 
 
 def test_two_signer_processes_on_one_postgresql_never_jointly_pass_the_cap(
-        tmp_path: Path, pg_url: str) -> None:
+    tmp_path: Path, pg_url: str
+) -> None:
     from tests.signer.stack import drop_pg_schema, pg_schema_url
 
     url, schema = pg_schema_url(pg_url)

@@ -21,9 +21,21 @@ RATE_POLICY = POLICY_TOML.replace("orders_per_minute = 600", "orders_per_minute 
 
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "signer.cli", *args, "--data-dir", str(stack.data_dir),
-         "--master-key-file", str(stack.keyfile)],
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "signer.cli",
+            *args,
+            "--data-dir",
+            str(stack.data_dir),
+            "--master-key-file",
+            str(stack.keyfile),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def denied_rules(reply) -> set[str]:  # type: ignore[no-untyped-def]
@@ -53,8 +65,14 @@ def test_compromised_bot_is_refused_audited_and_the_log_verifies(rate_stack: Sta
     r = bot.submit_order("BTC/USDT", "buy", "limit", "1", ok_price, "atk-notional")
     assert "notional_cap" in denied_rules(r)
     # 3. a limit price 30% above the signer's own reference price
-    r = bot.submit_order("BTC/USDT", "buy", "limit", "0.001",
-                         (px * Decimal("1.3")).quantize(Decimal("0.01")), "atk-band")
+    r = bot.submit_order(
+        "BTC/USDT",
+        "buy",
+        "limit",
+        "0.001",
+        (px * Decimal("1.3")).quantize(Decimal("0.01")),
+        "atk-band",
+    )
     assert "price_band" in denied_rules(r)
     # 4. a replayed intent: the captured bytes and signature, sent again
     captured = bot.order_request("BTC/USDT", "buy", "limit", "0.001", ok_price, "ok-1")
@@ -71,8 +89,10 @@ def test_compromised_bot_is_refused_audited_and_the_log_verifies(rate_stack: Sta
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "bad_signature" in e.value.details()
     # 6. a burst past the rate limit (4 orders/minute; one was used above)
-    replies = [bot.submit_order("BTC/USDT", "buy", "limit", "0.001", ok_price, f"burst-{i}")
-               for i in range(5)]
+    replies = [
+        bot.submit_order("BTC/USDT", "buy", "limit", "0.001", ok_price, f"burst-{i}")
+        for i in range(5)
+    ]
     assert [r.decision.allowed for r in replies] == [True, True, True, False, False]
     assert "rate_limit" in denied_rules(replies[-1])
     # 7. after `freeze --all` (the operator's CLI, a separate process), nothing passes
@@ -82,17 +102,25 @@ def test_compromised_bot_is_refused_audited_and_the_log_verifies(rate_stack: Sta
     assert "global_freeze" in denied_rules(r)
 
     # Each refusal is in the audit log with its rule id.
-    decisions = {rec["payload"]["client_order_id"]: rec["payload"]
-                 for rec in stack.audit_records("decision")}
-    for coid, rule in [("atk-symbol", "symbol_not_allowed"), ("atk-notional", "notional_cap"),
-                       ("atk-band", "price_band"), ("burst-4", "rate_limit"),
-                       ("after-freeze", "global_freeze")]:
+    decisions = {
+        rec["payload"]["client_order_id"]: rec["payload"] for rec in stack.audit_records("decision")
+    }
+    for coid, rule in [
+        ("atk-symbol", "symbol_not_allowed"),
+        ("atk-notional", "notional_cap"),
+        ("atk-band", "price_band"),
+        ("burst-4", "rate_limit"),
+        ("after-freeze", "global_freeze"),
+    ]:
         assert decisions[coid]["allowed"] is False
         assert rule in {x["rule_id"] for x in decisions[coid]["reasons"]}
     refusals = [rec["payload"]["rule_id"] for rec in stack.audit_records("auth_denied")]
     assert refusals == ["replayed_nonce", "bad_signature"]
-    freezes = [rec["payload"] for rec in stack.audit_records("admin")
-               if rec["payload"]["action"] == "freeze"]
+    freezes = [
+        rec["payload"]
+        for rec in stack.audit_records("admin")
+        if rec["payload"]["action"] == "freeze"
+    ]
     assert freezes and freezes[-1]["all"] is True
 
     # Nothing the attacker tried reached the exchange: only the 4 allowed orders are open.
@@ -110,17 +138,24 @@ def test_compromised_bot_is_refused_audited_and_the_log_verifies(rate_stack: Sta
 
     # Change one byte of one audit row in the database: verification names that row.
     target = decisions["atk-band"]
-    seq = next(rec["seq"] for rec in stack.audit_records("decision")
-               if rec["payload"] is not None and rec["payload"].get("client_order_id") == "atk-band")
+    seq = next(
+        rec["seq"]
+        for rec in stack.audit_records("decision")
+        if rec["payload"] is not None and rec["payload"].get("client_order_id") == "atk-band"
+    )
     assert target["allowed"] is False
     url = stack.db_url or f"sqlite:///{stack.data_dir / 'signer.db'}"
     eng = create_engine(url)
     with eng.begin() as c:
-        record = c.execute(text("SELECT record FROM audit_records WHERE seq = :s"), {"s": seq}).scalar_one()
+        record = c.execute(
+            text("SELECT record FROM audit_records WHERE seq = :s"), {"s": seq}
+        ).scalar_one()
         tampered = record.replace('"allowed":false', '"allowed":true ', 1)[: len(record)]
         tampered = record.replace('"allowed":false', '"allowed":falsE', 1)
         assert tampered != record and len(tampered) == len(record)
-        c.execute(text("UPDATE audit_records SET record = :r WHERE seq = :s"), {"r": tampered, "s": seq})
+        c.execute(
+            text("UPDATE audit_records SET record = :r WHERE seq = :s"), {"r": tampered, "s": seq}
+        )
     eng.dispose()
     export2 = stack.root / "audit-tampered.jsonl"
     assert cli(stack, "audit", "export", "--out", str(export2)).returncode == 0

@@ -30,8 +30,12 @@ def test_allowed_limit_order_reaches_the_exchange_and_is_audited_twice(stack: St
     open_ids = [o["clientOrderId"] for o in ex.fetch_open_orders("BTC/USDT")]
     assert "e2e-1" in open_ids
 
-    decisions = [r for r in stack.audit_records("decision") if r["payload"]["client_order_id"] == "e2e-1"]
-    outcomes = [r for r in stack.audit_records("outcome") if r["payload"]["client_order_id"] == "e2e-1"]
+    decisions = [
+        r for r in stack.audit_records("decision") if r["payload"]["client_order_id"] == "e2e-1"
+    ]
+    outcomes = [
+        r for r in stack.audit_records("outcome") if r["payload"]["client_order_id"] == "e2e-1"
+    ]
     assert len(decisions) == 1 and decisions[0]["payload"]["allowed"] is True
     assert len(outcomes) == 1
     assert outcomes[0]["payload"]["decision_seq"] == decisions[0]["seq"]
