@@ -7,6 +7,7 @@ import argparse
 SUBCOMMANDS = {
     "exchange-sim": "Binance-compatible exchange simulator (simexchange)",
     "demo": "the whole story in one command: exchange, signer, bot, attack, audit",
+    "backtest": "backtest a bot's TOML on OHLCV candles (CSV or freqtrade JSON)",
 }
 
 
@@ -22,6 +23,14 @@ def main(argv: list[str] | None = None) -> int:
         from botengine.demo import main as demo_main
 
         return demo_main(args[1:])
+    if args and args[0] == "backtest":
+        from botengine.backtest.cli import main as backtest_main
+
+        return backtest_main(args[1:])
+    if args[:2] == ["bot", "new"]:
+        from botengine.backtest.cli import bot_new
+
+        return bot_new(args[2:])
     parser = argparse.ArgumentParser(prog="bulkhead")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in SUBCOMMANDS.items():

@@ -38,6 +38,9 @@ class MarketRules:
     def amount_down(self, amount: Decimal) -> Decimal:
         return (amount / self.step_size).to_integral_value(ROUND_FLOOR) * self.step_size
 
+    def amount_up(self, amount: Decimal) -> Decimal:
+        return (amount / self.step_size).to_integral_value(ROUND_CEILING) * self.step_size
+
     def accepts(self, amount: Decimal, price: Decimal) -> bool:
         """Would the exchange take this order as is (no rounding, minimums met)?"""
         return (
