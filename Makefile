@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_SRC := $(wildcard protos/bulkhead/signer/v1/*.proto)
 
-.PHONY: setup test demo protos lint reliability bench clean
+.PHONY: setup test demo protos lint bench clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,9 @@ protos: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check signer botengine simexchange tests benchmarks
 	$(VENV)/bin/lint-imports
+
+bench: $(STAMP)
+	$(PY) benchmarks/backtest_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
