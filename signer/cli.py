@@ -20,7 +20,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from signer import audit as auditmod
-from signer import state
+from signer import proofs, state
 from signer.core import now_ms
 from signer.db import read_session, write_txn
 from signer.errors import ConfigError, SignerError
@@ -212,9 +212,9 @@ def cmd_policy(args: argparse.Namespace) -> None:
                 {"key_id": args.key_id, "version": r.policy_version, "audit_seq": r.audit_seq},
             )
             return
+        from signer.config import load_config
         from signer.db import make_engine
         from signer.server import database_url
-        from signer.config import load_config
 
         data_dir = Path(args.data_dir)
         engine = make_engine(database_url(data_dir, load_config(data_dir).database_url))
@@ -303,9 +303,36 @@ def cmd_audit(args: argparse.Namespace) -> None:
         if not report.ok:
             sys.exit(1)
         return
+    if args.audit_cmd == "check-proof":
+        doc = json.loads(Path(args.proof).read_text(encoding="utf-8"))
+        ok, reason = proofs.check_order_proof(doc, auditmod.load_public_key(Path(args.pubkey)))
+        verdict(args, ok, reason)
+        return
     op = opened(args)
     try:
-        if args.audit_cmd == "export":
+        if args.audit_cmd == "sth":
+            with read_session(op.engine) as s:
+                sth = proofs.tree_head(s, op.audit, now_ms())
+            write_json(args.out, sth)
+            out(args, f"signed tree head: size {sth['tree_size']} root {sth['root_hash']}", sth)
+        elif args.audit_cmd == "prove":
+            with read_session(op.engine) as s:
+                doc = proofs.prove_order(s, op.audit, args.order, now_ms())
+            if not doc["records"]:
+                raise ConfigError(f"--order: no audit record names client order id {args.order!r}")
+            write_json(args.out, doc)
+            out(
+                args,
+                f"{len(doc['records'])} records of {args.order} proven; wrote {args.out}",
+                {"records": len(doc["records"]), "out": args.out},
+            )
+        elif args.audit_cmd == "consistency":
+            old = json.loads(Path(args.old).read_text(encoding="utf-8"))
+            new = json.loads(Path(args.new).read_text(encoding="utf-8"))
+            with read_session(op.engine) as s:
+                ok, reason = proofs.check_consistency(s, old, new, op.audit.public_key)
+            verdict(args, ok, reason)
+        elif args.audit_cmd == "export":
             with read_session(op.engine) as s, open(args.out, "w", encoding="utf-8") as fh:
                 n = op.audit.export_jsonl(s, fh)
             out(args, f"exported {n} records to {args.out}", {"records": n, "out": args.out})
@@ -320,6 +347,17 @@ def cmd_audit(args: argparse.Namespace) -> None:
             )
     finally:
         op.close()
+
+
+def write_json(path: str | None, doc: dict[str, Any]) -> None:
+    if path:
+        Path(path).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def verdict(args: argparse.Namespace, ok: bool, reason: str) -> None:
+    out(args, ("OK: " if ok else "FAILED: ") + reason, {"ok": ok, "reason": reason})
+    if not ok:
+        sys.exit(1)
 
 
 # --- serve ----------------------------------------------------------------------------------
@@ -430,6 +468,19 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("export")
     v.add_argument("--pubkey", required=True)
     v.add_argument("--checkpoint", action="append", help="signed checkpoint file(s) kept elsewhere")
+    st = asub.add_parser("sth", parents=[common], help="a signed RFC 6962 tree head")
+    st.add_argument("--out")
+    pr = asub.add_parser(
+        "prove", parents=[common], help="one order's records with inclusion proofs"
+    )
+    pr.add_argument("--order", required=True, metavar="CLIENT_ORDER_ID")
+    pr.add_argument("--out", required=True)
+    cp_ = asub.add_parser("check-proof", parents=[common])
+    cp_.add_argument("proof")
+    cp_.add_argument("--pubkey", required=True)
+    co = asub.add_parser("consistency", parents=[common], help="NEW tree head extends OLD")
+    co.add_argument("old")
+    co.add_argument("new")
     c = asub.add_parser("checkpoint", parents=[common])
     c.add_argument("--out")
     sp.set_defaults(fn=cmd_audit)
