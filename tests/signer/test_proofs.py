@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 from decimal import Decimal
-from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
