@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_SRC := $(wildcard protos/bulkhead/signer/v1/*.proto)
 
-.PHONY: setup test demo protos lint bench clean
+.PHONY: setup test demo protos lint bench reliability clean
 
 setup: $(STAMP)
 
@@ -30,8 +30,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check signer botengine simexchange tests benchmarks
 	$(VENV)/bin/lint-imports
 
+# All benchmarks -> one JSON document with targets and pass/fail (~6-8 min; BENCH_ARGS=--quick ~3).
 bench: $(STAMP)
-	$(PY) benchmarks/backtest_speed.py
+	@$(PY) benchmarks/run_all.py $(BENCH_ARGS)
+
+# Faults, load and hostile input against real processes (long form, ~20 min); prints the table.
+# The short form of the same scenarios runs in `make test`. RELIABILITY_ARGS=--crash-trials N.
+reliability: $(STAMP)
+	$(PY) -m tests.reliability.run_long $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

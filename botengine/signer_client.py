@@ -16,7 +16,11 @@ from pathlib import Path
 import grpc
 from nacl.signing import SigningKey
 
-from bulkhead.contract import ADMIN_SIGNING_CONTEXT, BOT_SIGNING_CONTEXT
+from bulkhead.contract import (
+    ADMIN_SIGNING_CONTEXT,
+    BOT_SIGNING_CONTEXT,
+    PROPOSAL_SIGNING_CONTEXT,
+)
 from bulkhead.signer.v1 import admin_pb2 as apb
 from bulkhead.signer.v1 import admin_pb2_grpc, signer_pb2_grpc
 from bulkhead.signer.v1 import signer_pb2 as pb
@@ -297,3 +301,46 @@ class AdminClient:
         return self.stub.Status(
             self.sign(apb.StatusCommand(header=self.header("Status"))), timeout=self.timeout
         )
+
+    # --- M-of-N proposals: a loosening needs several operators' signatures ------------------
+
+    def propose(self, expires_in_s: int = 0, **change: object) -> apb.ProposalView:
+        """One change, e.g. propose(unfreeze=apb.UnfreezeChange(all=True))."""
+        cmd = apb.ProposeCommand(
+            header=self.header("Propose"),
+            expires_in_s=expires_in_s,
+            **change,  # type: ignore[arg-type]
+        )
+        return self.stub.Propose(self.sign(cmd), timeout=self.timeout)
+
+    def proposal_signature(self, document: bytes) -> apb.ProposalSignature:
+        """This operator's approval of exactly these document bytes (no network)."""
+        sig = self.identity.signing_key.sign(PROPOSAL_SIGNING_CONTEXT + document).signature
+        return apb.ProposalSignature(
+            public_key=self.identity.public_key, signature=sig, operator_id=self.identity.name
+        )
+
+    def submit_proposal(
+        self, proposal_id: str, signatures: list[apb.ProposalSignature] | None = None
+    ) -> apb.ProposalView:
+        cmd = apb.SubmitProposalCommand(
+            header=self.header("SubmitProposal"),
+            proposal_id=proposal_id,
+            signatures=signatures or [],
+        )
+        return self.stub.SubmitProposal(self.sign(cmd), timeout=self.timeout)
+
+    def approve(self, proposal: apb.ProposalView) -> apb.ProposalView:
+        """Sign the proposal's document and submit the signature."""
+        sig = self.proposal_signature(proposal.document)
+        return self.submit_proposal(proposal.proposal_id, [sig])
+
+    def veto(self, proposal_id: str, reason: str = "") -> apb.ProposalView:
+        cmd = apb.VetoCommand(header=self.header("Veto"), proposal_id=proposal_id, reason=reason)
+        return self.stub.Veto(self.sign(cmd), timeout=self.timeout)
+
+    def list_proposals(self, status: str = "", proposal_id: str = "") -> list[apb.ProposalView]:
+        cmd = apb.ListProposalsCommand(
+            header=self.header("ListProposals"), status=status, proposal_id=proposal_id
+        )
+        return list(self.stub.ListProposals(self.sign(cmd), timeout=self.timeout).proposals)

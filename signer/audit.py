@@ -11,6 +11,8 @@ Format summary (see `signer.auditformat` for the exact definitions):
 - sig: Ed25519 over b"bulkhead/audit/record/v1\\x00" + the 32 raw hash bytes;
 - checkpoint sig: Ed25519 over b"bulkhead/audit/checkpoint/v1\\x00" + canonical
   {"head_hash","tree_size","ts_ms"};
+- tree head sig: Ed25519 over b"bulkhead/audit/tree_head/v1\\x00" + canonical
+  {"head_hash","root_hash","tree_size","ts_ms"} (RFC 6962 root; `signer.auditheads`);
 - export: one canonical JSON line per record {"type":"record","seq","record"(text),"hash","sig"},
   then a closing {"type":"checkpoint",...} line signed at export time.
 """
@@ -35,11 +37,14 @@ from signer.auditlog import (
     AuditCheckpointRow,
     AuditLog,
     AuditRecordRow,
+    AuditTreeHeadRow,
     StoredRecord,
     iter_records,
     records_for_client_order_id,
     stored_checkpoints,
+    stored_tree_heads,
 )
+from signer.audittreehead import SignedTreeHead, read_heads
 from signer.auditverify import (
     VerifyReport,
     verify_export_bytes,
@@ -56,17 +61,21 @@ __all__ = [
     "AuditFormatError",
     "AuditLog",
     "AuditRecordRow",
+    "AuditTreeHeadRow",
     "SignedCheckpoint",
+    "SignedTreeHead",
     "StoredRecord",
     "VerifyReport",
     "canonical_json",
     "iter_records",
     "load_public_key",
     "read_checkpoint_file",
+    "read_heads",
     "record_hash",
     "record_sig_message",
     "records_for_client_order_id",
     "stored_checkpoints",
+    "stored_tree_heads",
     "verify_export_bytes",
     "verify_file",
     "verify_jsonl",

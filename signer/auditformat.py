@@ -6,8 +6,11 @@ Everything here is pure (no database) so the writer (`signer.auditlog`), the off
 Record bytes are the canonical JSON (sorted keys, separators "," and ":", UTF-8, no ASCII
 escaping) of ``{"v":1,"seq":..,"ts_ms":..,"kind":..,"prev":..,"payload":..}``; the record hash
 is SHA-256 of those bytes, hex. Signatures are Ed25519 over a domain tag followed by the
-*32 raw hash bytes* (records) or by the canonical checkpoint body (checkpoints); the tags keep a
-record signature from ever being replayed as a checkpoint signature or vice versa.
+*32 raw hash bytes* (records) or by the canonical checkpoint or tree head body; the tags keep a
+signature of one kind from ever being replayed as another.
+
+Signed tree heads (RFC 6962 roots over the same records) are defined in
+`signer.audittreehead`.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nacl.exceptions
 import nacl.signing
+
+if TYPE_CHECKING:
+    from signer.audittreehead import SignedTreeHead
 
 GENESIS_HASH = "0" * 64
 RECORD_VERSION = 1
@@ -272,19 +278,25 @@ class SignedCheckpoint:
         return cls(tree_size=tree_size, head_hash=obj["head_hash"], ts_ms=ts_ms, sig=obj["sig"])
 
 
-def read_checkpoint_file(path: str | os.PathLike[str]) -> SignedCheckpoint:
-    """Read a checkpoint saved with `write_checkpoint_file` (or the last line of an export)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AuditFormatError(f"cannot read checkpoint file {path}: {_short(exc)}") from exc
-    try:
-        return SignedCheckpoint.from_json(text.strip())
-    except AuditFormatError as exc:
-        raise AuditFormatError(f"checkpoint file {path}: {exc}") from exc
+def read_checkpoint_file(path: str | os.PathLike[str]) -> SignedCheckpoint | SignedTreeHead:
+    """Read a checkpoint or signed tree head saved outside the signer.
+
+    The file holds one JSON object (a `write_checkpoint_file` file, the last line of an export,
+    an `audit sth --out` file), or one per line (an anchor file or directory): then the largest
+    (newest) is returned. Its head hash covers every earlier record, so it is the one that
+    matters.
+    """
+    from signer.audittreehead import read_heads  # tree heads build on this module
+
+    heads = read_heads(path)
+    if not heads:
+        raise AuditFormatError(f"checkpoint file {path} holds no checkpoint")
+    return max(heads, key=lambda h: (h.tree_size, h.ts_ms))
 
 
-def write_checkpoint_file(path: str | os.PathLike[str], checkpoint: SignedCheckpoint) -> None:
+def write_checkpoint_file(
+    path: str | os.PathLike[str], checkpoint: SignedCheckpoint | SignedTreeHead
+) -> None:
     Path(path).write_text(checkpoint.to_json() + "\n", encoding="utf-8")
 
 

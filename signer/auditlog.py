@@ -1,5 +1,8 @@
 """The audit log writer: tables, append, head, checkpoints and JSON Lines export.
 
+Signed tree heads (RFC 6962 roots over the same records) are issued by `signer.auditheads`;
+their table lives here with the others.
+
 One chain for the whole deployment. `append` must run inside `signer.db.write_txn`, which holds
 the global write lock (SQLite ``BEGIN IMMEDIATE`` / PostgreSQL advisory lock), and it reads the
 head *inside* that transaction by primary key. No head is cached in memory: with several signer
@@ -33,6 +36,7 @@ from signer.auditformat import (
     record_hash,
     record_sig_message,
 )
+from signer.audittreehead import SignedTreeHead
 from signer.db import WRITE_LOCK_ID, Base
 from signer.errors import AuditUnavailable
 
@@ -72,7 +76,25 @@ class AuditCheckpointRow(Base):
         return SignedCheckpoint(self.tree_size, self.head_hash, self.ts_ms, self.sig)
 
 
-AUDIT_TABLES = [AuditRecordRow.__table__, AuditCheckpointRow.__table__]
+class AuditTreeHeadRow(Base):
+    """A signed tree head the signer issued, with the frontier (compact range) it was computed
+    from, so the next head hashes only the records appended since (`signer.auditheads`)."""
+
+    __tablename__ = "audit_tree_heads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger, index=True)
+    root_hash: Mapped[str] = mapped_column(String(64))
+    head_hash: Mapped[str] = mapped_column(String(64))
+    ts_ms: Mapped[int] = mapped_column(BigInteger)
+    sig: Mapped[str] = mapped_column(String(128))
+    frontier: Mapped[str] = mapped_column(Text)  # hex of the frontier hashes, largest first
+
+    def to_tree_head(self) -> SignedTreeHead:
+        return SignedTreeHead(self.tree_size, self.root_hash, self.head_hash, self.ts_ms, self.sig)
+
+
+AUDIT_TABLES = [AuditRecordRow.__table__, AuditCheckpointRow.__table__, AuditTreeHeadRow.__table__]
 
 
 @dataclass(frozen=True)
@@ -167,6 +189,12 @@ class AuditLog:
         session.flush()
         return cp
 
+    def sign_tree_head(
+        self, tree_size: int, root_hash: str, head_hash: str, ts_ms: int
+    ) -> SignedTreeHead:
+        """Sign an RFC 6962 tree head (computed by `signer.auditheads`, which stores it)."""
+        return SignedTreeHead.sign(self._key, tree_size, root_hash, head_hash, ts_ms)
+
     def export_jsonl(self, session: Session, out: TextIO, now_ms: int | None = None) -> int:
         """Write every record as one JSON line, then a fresh checkpoint over exactly those records.
 
@@ -208,9 +236,24 @@ def records_for_client_order_id(session: Session, client_order_id: str) -> list[
     return [StoredRecord(int(r.seq), r.record.encode("utf-8"), r.hash, r.sig) for r in rows]
 
 
+def records_of_kind(session: Session, kind: str) -> list[StoredRecord]:
+    """Every record whose (unsigned, query-only) kind column says `kind`, in seq order."""
+    rows = session.execute(
+        select(AuditRecordRow.seq, AuditRecordRow.record, AuditRecordRow.hash, AuditRecordRow.sig)
+        .where(AuditRecordRow.kind == kind)
+        .order_by(AuditRecordRow.seq)
+    )
+    return [StoredRecord(int(r.seq), r.record.encode("utf-8"), r.hash, r.sig) for r in rows]
+
+
 def stored_checkpoints(session: Session) -> list[SignedCheckpoint]:
     rows = session.scalars(select(AuditCheckpointRow).order_by(AuditCheckpointRow.id))
     return [row.to_checkpoint() for row in rows]
+
+
+def stored_tree_heads(session: Session) -> list[SignedTreeHead]:
+    rows = session.scalars(select(AuditTreeHeadRow).order_by(AuditTreeHeadRow.id))
+    return [row.to_tree_head() for row in rows]
 
 
 def _now() -> int:

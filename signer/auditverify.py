@@ -9,6 +9,8 @@ well-formed record with the same seq, prev link to the previous record's hash.
 Truncation: the export's own final checkpoint covers exactly the records in it. Someone who
 controls the signer's database can delete the newest rows *before* an export is made; only a
 checkpoint kept outside (passed in `checkpoints`) or stored in `audit_checkpoints` reveals that.
+A signed tree head (`signer.audittreehead`) works as a checkpoint too, and its RFC 6962 root is
+checked as well: the walk keeps the Merkle frontier (O(log n) hashes) as it goes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy import Row, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from signer import merkle
 from signer.auditformat import (
     GENESIS_HASH,
     AuditFormatError,
@@ -36,7 +39,8 @@ from signer.auditformat import (
     signature_ok,
     verify_key_of,
 )
-from signer.auditlog import AuditRecordRow, stored_checkpoints
+from signer.auditlog import AuditRecordRow, stored_checkpoints, stored_tree_heads
+from signer.audittreehead import SignedTreeHead
 
 _PAGE = 500
 _LINE_KEYS = frozenset({"type", "seq", "record", "hash", "sig"})
@@ -72,14 +76,19 @@ class _Bad(Exception):
         self.line = line
 
 
-class _Chain:
-    """Walks records in order, keeping only the running head (constant memory)."""
+Head = SignedCheckpoint | SignedTreeHead
 
-    def __init__(self, public_key: bytes, checkpoints: Sequence[tuple[SignedCheckpoint, str]]):
+
+class _Chain:
+    """Walks records in order, keeping only the running head and the Merkle frontier
+    (O(log n) memory), and checks every given checkpoint or tree head at its size."""
+
+    def __init__(self, public_key: bytes, checkpoints: Sequence[tuple[Head, str]]):
         self.key = verify_key_of(public_key)
         self.size = 0
         self.head = GENESIS_HASH
-        self.by_size: dict[int, list[tuple[SignedCheckpoint, str]]] = {}
+        self.frontier = merkle.Frontier()
+        self.by_size: dict[int, list[tuple[Head, str]]] = {}
         for cp, label in checkpoints:
             if not cp.verify(public_key):
                 raise _Bad(None, f"{label} is not validly signed by this public key.")
@@ -114,6 +123,7 @@ class _Chain:
                 "chain is broken (a record before it was removed, replaced or reordered).",
             )
         self.size, self.head = seq, hash_hex
+        self.frontier.append(merkle.leaf_hash(record_text.encode("utf-8")))
         self._check_checkpoints_at(seq)
         return record
 
@@ -137,6 +147,12 @@ class _Chain:
                     f"{where} differs from {label} (tree size {size}): the "
                     "log was rewritten at or before that point.",
                 )
+            if isinstance(cp, SignedTreeHead) and cp.root_hash != self.frontier.root().hex():
+                raise _Bad(
+                    size or None,
+                    f"the Merkle root of records 1..{size} differs from {label}'s root hash: "
+                    "the head was signed over different records.",
+                )
 
     def check_not_truncated(self) -> None:
         beyond = [s for s in self.by_size if s > self.size]
@@ -149,14 +165,21 @@ class _Chain:
             )
 
 
-def _external(checkpoints: Sequence[SignedCheckpoint]) -> list[tuple[SignedCheckpoint, str]]:
-    return [(cp, f"the given checkpoint #{i + 1}") for i, cp in enumerate(checkpoints)]
+def _external(checkpoints: Sequence[Head]) -> list[tuple[Head, str]]:
+    return [
+        (cp, f"the given {_kind(cp)} #{i + 1} (tree size {cp.tree_size})")
+        for i, cp in enumerate(checkpoints)
+    ]
+
+
+def _kind(cp: Head) -> str:
+    return "tree head" if isinstance(cp, SignedTreeHead) else "checkpoint"
 
 
 def verify_jsonl(
     lines: Iterable[str | bytes],
     public_key: bytes,
-    checkpoints: Sequence[SignedCheckpoint] = (),
+    checkpoints: Sequence[Head] = (),
 ) -> VerifyReport:
     """Verify an export given as lines (str or bytes, with or without their trailing newline)."""
     chain: _Chain | None = None
@@ -167,7 +190,7 @@ def verify_jsonl(
         size = chain.size if chain is not None else 0
         where = f"Line {bad.line}: " if bad.line else ""
         return VerifyReport(False, size, bad.seq, bad.line, where + _capitalise(bad.reason))
-    extra = f" {len(checkpoints)} given checkpoint(s) match." if checkpoints else ""
+    extra = f" {len(checkpoints)} given checkpoint(s) or tree head(s) match." if checkpoints else ""
     return VerifyReport(
         True,
         chain.size,
@@ -247,7 +270,7 @@ def _parse_closing(obj: dict[str, Any]) -> SignedCheckpoint:
 
 
 def verify_export_bytes(
-    data: bytes, public_key: bytes, checkpoints: Sequence[SignedCheckpoint] = ()
+    data: bytes, public_key: bytes, checkpoints: Sequence[Head] = ()
 ) -> VerifyReport:
     """Verify a whole export held in memory (lines split on b"\\n" only)."""
     parts = data.split(b"\n")
@@ -257,7 +280,7 @@ def verify_export_bytes(
 
 
 def verify_file(
-    path: str | os.PathLike[str], public_key: bytes, checkpoints: Sequence[SignedCheckpoint] = ()
+    path: str | os.PathLike[str], public_key: bytes, checkpoints: Sequence[Head] = ()
 ) -> VerifyReport:
     """Verify an export file, streaming it line by line (binary, so bytes are checked exactly)."""
     with open(path, "rb") as fh:
@@ -311,12 +334,16 @@ def _check_record_line(obj: dict[str, Any], expected_seq: int) -> None:
 
 
 def verify_session(
-    session: Session, public_key: bytes, checkpoints: Sequence[SignedCheckpoint] = ()
+    session: Session, public_key: bytes, checkpoints: Sequence[Head] = ()
 ) -> VerifyReport:
-    """Verify the live tables: every row, its query columns, and all stored checkpoints."""
+    """Verify the live tables: every row, its query columns, all stored checkpoints and tree
+    heads."""
     chain: _Chain | None = None
-    stored = [
+    stored: list[tuple[Head, str]] = [
         (cp, f"stored checkpoint #{i + 1}") for i, cp in enumerate(stored_checkpoints(session))
+    ]
+    stored += [
+        (th, f"stored tree head #{i + 1}") for i, th in enumerate(stored_tree_heads(session))
     ]
     try:
         chain = _Chain(public_key, _external(checkpoints) + stored)
@@ -339,7 +366,7 @@ def verify_session(
         chain.size,
         None,
         None,
-        f"Chain, signatures and {len(stored)} stored checkpoint(s) are intact.",
+        f"Chain, signatures and {len(stored)} stored checkpoint(s) and tree head(s) are intact.",
     )
 
 

@@ -20,7 +20,10 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from signer import audit as auditmod
-from signer import proofs, state
+from signer import state
+from signer.cli_audit import add_audit_commands
+from signer.cli_proposal import add_parsers as add_proposal_commands
+from signer.cli_proposal import parse_quorum_flags
 from signer.core import now_ms
 from signer.db import read_session, write_txn
 from signer.errors import ConfigError, SignerError
@@ -65,17 +68,25 @@ def cmd_init(args: argparse.Namespace) -> None:
     for spec in args.operator or []:
         name, _, path = spec.partition("=")
         operators.append((state.check_id("operator", name), read_pubkey(path)))
+    rules = parse_quorum_flags(args.quorum or [], args.time_lock or [], len(operators))
     if args.master_key_file and args.create_key_file:
         from signer.keystore import MasterKey
 
         MasterKey.generate_keyfile(Path(args.master_key_file))
+    source = master_source(args)
     pub = initialize(
         Path(args.data_dir),
-        master_source(args),
+        source,
         kdf_profile=args.kdf,
         operators=operators,
         actor=actor(),
     )
+    if rules:  # M-of-N per action class, recorded right after the init record
+        op = open_signer(Path(args.data_dir), source)
+        try:
+            op.actions.configure_quorum(actor(), now_ms(), rules)
+        finally:
+            op.close()
     path = Path(args.data_dir) / AUDIT_PUBKEY_FILE
     out(
         args,
@@ -170,6 +181,12 @@ def cmd_keys(args: argparse.Namespace) -> None:
                 )
             else:  # remove
                 info = ks.remove(s, args.key_id)
+            held = None  # under a keys quorum new material waits for a proposal (quorum.py)
+            if args.keys_cmd != "remove":
+                held = op.actions.hold_key_if_needed(
+                    s, actor(), now, info.key_id, info.generation, info.fingerprint
+                )
+                info = ks.get(s, info.key_id) if held else info
             op.audit.append(
                 s,
                 "admin",
@@ -186,7 +203,11 @@ def cmd_keys(args: argparse.Namespace) -> None:
             )
         if args.keys_cmd in ("remove", "rotate"):
             purge_stale_pages(op.engine)  # no old ciphertext left behind in the SQLite WAL
-        human = f"{args.keys_cmd}: {info.key_id} ({info.exchange}, {info.kind}) status={info.status} fp={info.fingerprint}"
+        human = (
+            f"{args.keys_cmd}: {info.key_id} ({info.exchange}, {info.kind}) "
+            f"status={info.status} fp={info.fingerprint}"
+        )
+        human += f"\n{held}" if held else ""
         if info.public_key_pem and args.keys_cmd in ("generate", "rotate"):
             human += (
                 "\nRegister this public key at the exchange, then run "
@@ -259,7 +280,8 @@ def cmd_bots(args: argparse.Namespace) -> None:
             ]
             human = (
                 "\n".join(
-                    f"{b.bot_id:20} {b.status:8} keys={','.join(b.key_ids)} pub={b.public_key_hex[:16]}..."
+                    f"{b.bot_id:20} {b.status:8} keys={','.join(b.key_ids)} "
+                    f"pub={b.public_key_hex[:16]}..."
                     for b in bots
                 )
                 or "(no bots)"
@@ -286,8 +308,14 @@ def cmd_freeze(args: argparse.Namespace, lift: bool) -> None:
 
 def cmd_audit(args: argparse.Namespace) -> None:
     if args.audit_cmd == "verify":
-        pub = auditmod.load_public_key(Path(args.pubkey))
-        cps = [auditmod.read_checkpoint_file(Path(p)) for p in args.checkpoint or []]
+        try:
+            pub = auditmod.load_public_key(Path(args.pubkey))
+        except auditmod.AuditFormatError as e:
+            raise ConfigError(f"--pubkey: {e}") from None
+        try:
+            cps = [auditmod.read_checkpoint_file(Path(p)) for p in args.checkpoint or []]
+        except auditmod.AuditFormatError as e:
+            raise ConfigError(f"--checkpoint: {e}") from None
         report = auditmod.verify_file(Path(args.export), pub, cps)
         out(
             args,
@@ -303,36 +331,9 @@ def cmd_audit(args: argparse.Namespace) -> None:
         if not report.ok:
             sys.exit(1)
         return
-    if args.audit_cmd == "check-proof":
-        doc = json.loads(Path(args.proof).read_text(encoding="utf-8"))
-        ok, reason = proofs.check_order_proof(doc, auditmod.load_public_key(Path(args.pubkey)))
-        verdict(args, ok, reason)
-        return
     op = opened(args)
     try:
-        if args.audit_cmd == "sth":
-            with read_session(op.engine) as s:
-                sth = proofs.tree_head(s, op.audit, now_ms())
-            write_json(args.out, sth)
-            out(args, f"signed tree head: size {sth['tree_size']} root {sth['root_hash']}", sth)
-        elif args.audit_cmd == "prove":
-            with read_session(op.engine) as s:
-                doc = proofs.prove_order(s, op.audit, args.order, now_ms())
-            if not doc["records"]:
-                raise ConfigError(f"--order: no audit record names client order id {args.order!r}")
-            write_json(args.out, doc)
-            out(
-                args,
-                f"{len(doc['records'])} records of {args.order} proven; wrote {args.out}",
-                {"records": len(doc["records"]), "out": args.out},
-            )
-        elif args.audit_cmd == "consistency":
-            old = json.loads(Path(args.old).read_text(encoding="utf-8"))
-            new = json.loads(Path(args.new).read_text(encoding="utf-8"))
-            with read_session(op.engine) as s:
-                ok, reason = proofs.check_consistency(s, old, new, op.audit.public_key)
-            verdict(args, ok, reason)
-        elif args.audit_cmd == "export":
+        if args.audit_cmd == "export":
             with read_session(op.engine) as s, open(args.out, "w", encoding="utf-8") as fh:
                 n = op.audit.export_jsonl(s, fh)
             out(args, f"exported {n} records to {args.out}", {"records": n, "out": args.out})
@@ -349,15 +350,21 @@ def cmd_audit(args: argparse.Namespace) -> None:
         op.close()
 
 
-def write_json(path: str | None, doc: dict[str, Any]) -> None:
-    if path:
-        Path(path).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+# --- tls -------------------------------------------------------------------------------------
 
 
-def verdict(args: argparse.Namespace, ok: bool, reason: str) -> None:
-    out(args, ("OK: " if ok else "FAILED: ") + reason, {"ok": ok, "reason": reason})
-    if not ok:
-        sys.exit(1)
+def cmd_tls(args: argparse.Namespace) -> None:
+    """`tls init`: CA, server and client certificates for mutual TLS (see signer/tlsinit.py)."""
+    from signer import tlsinit
+
+    bundle = tlsinit.init_tls(
+        Path(args.out),
+        server_names=args.server_name,
+        clients=args.client,
+        days=args.days,
+        force=args.force,
+    )
+    out(args, tlsinit.describe(bundle), tlsinit.bundle_json(bundle))
 
 
 # --- serve ----------------------------------------------------------------------------------
@@ -373,7 +380,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    done.wait()
+    # Signal handlers run on the main thread only; a timed wait lets it notice them promptly.
+    while not done.wait(0.5):
+        pass
     server.stop()
     op.close()
 
@@ -394,6 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--create-key-file", action="store_true", help="generate --master-key-file")
     sp.add_argument("--kdf", choices=["moderate", "interactive"], default="moderate")
     sp.add_argument("--operator", action="append", metavar="NAME=PUBKEY_FILE")
+    sp.add_argument(
+        "--quorum",
+        action="append",
+        metavar="M|CLASS=M",
+        help="operator signatures a loosening needs (classes: policy, unfreeze, bots, keys, "
+        "operators); default min(2, operators)",
+    )
+    sp.add_argument("--time-lock", action="append", metavar="CLASS=SECONDS")
     sp.set_defaults(fn=cmd_init)
 
     sp = sub.add_parser("identity", help="bot/operator Ed25519 identities")
@@ -460,7 +477,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.set_defaults(fn=cmd_serve)
 
-    sp = sub.add_parser("audit", help="export, verify, checkpoint")
+    sp = sub.add_parser("tls", help="certificates for mutual TLS over TCP")
+    tsub = sp.add_subparsers(dest="tls_cmd", required=True)
+    ti = tsub.add_parser("init", help="create a CA, a server certificate and client certificates")
+    ti.add_argument("--out", required=True, help="new directory for the keys and certificates")
+    ti.add_argument(
+        "--server-name",
+        action="append",
+        metavar="NAME",
+        help="DNS name or IP the bots dial (repeatable; localhost and 127.0.0.1 always included)",
+    )
+    ti.add_argument(
+        "--client",
+        action="append",
+        metavar="NAME",
+        help="a client certificate to issue (repeatable; default: engine and admin)",
+    )
+    ti.add_argument("--days", type=int, default=365, help="validity of server/client certs")
+    ti.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    ti.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.set_defaults(fn=cmd_tls)
+
+    sp = sub.add_parser("audit", help="export, verify, checkpoint, proofs, report")
     asub = sp.add_subparsers(dest="audit_cmd", required=True)
     ex = asub.add_parser("export", parents=[common])
     ex.add_argument("--out", required=True)
@@ -468,22 +506,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("export")
     v.add_argument("--pubkey", required=True)
     v.add_argument("--checkpoint", action="append", help="signed checkpoint file(s) kept elsewhere")
-    st = asub.add_parser("sth", parents=[common], help="a signed RFC 6962 tree head")
-    st.add_argument("--out")
-    pr = asub.add_parser(
-        "prove", parents=[common], help="one order's records with inclusion proofs"
-    )
-    pr.add_argument("--order", required=True, metavar="CLIENT_ORDER_ID")
-    pr.add_argument("--out", required=True)
-    cp_ = asub.add_parser("check-proof", parents=[common])
-    cp_.add_argument("proof")
-    cp_.add_argument("--pubkey", required=True)
-    co = asub.add_parser("consistency", parents=[common], help="NEW tree head extends OLD")
-    co.add_argument("old")
-    co.add_argument("new")
     c = asub.add_parser("checkpoint", parents=[common])
     c.add_argument("--out")
     sp.set_defaults(fn=cmd_audit)
+    add_audit_commands(asub, common)  # sth, prove, check-proof, consistency, report
+    add_proposal_commands(sub, common)  # operators ..., proposal ... (M-of-N loosening)
     return p
 
 

@@ -56,10 +56,18 @@ class SignerConfig(_Frozen):
     max_clock_skew_ms: int = Field(default=30_000, ge=1_000, le=300_000)
     max_request_bytes: int = Field(default=65_536, ge=1_024, le=1_048_576)
     checkpoint_interval_s: int = Field(default=300, ge=0, le=86_400)  # 0 = only on demand
+    anchor_path: Path | None = None  # signed tree heads also go here (file or dir, outside DATA)
     workers: int = Field(default=16, ge=1, le=256)
     reconcile_interval_s: int = Field(default=30, ge=0, le=3_600)  # 0 = never
     reconcile_grace_s: int = Field(default=120, ge=0, le=86_400)  # older pending orders only
     exchanges: dict[str, ExchangeEntry] = Field(default_factory=dict)
+
+    @field_validator("anchor_path")
+    @classmethod
+    def _anchor(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_absolute():
+            raise ValueError("must be an absolute path (a file or directory outside the data dir)")
+        return v
 
     @field_validator("tcp", "admin_tcp")
     @classmethod

@@ -21,6 +21,7 @@ from bulkhead.signer.v1 import admin_pb2_grpc, signer_pb2_grpc
 from signer import state, transport
 from signer.admin import AdminActions
 from signer.audit import AuditLog, write_public_key
+from signer.auditheads import check_anchor, issue_tree_head
 from signer.config import SignerConfig, load_config
 from signer.core import SignerCore, now_ms
 from signer.db import (
@@ -32,7 +33,7 @@ from signer.db import (
     sqlite_url,
     write_txn,
 )
-from signer.errors import ConfigError
+from signer.errors import ConfigError, SignerError
 from signer.gateways import Gateways
 from signer.keystore import Keystore
 from signer.reconcile import reconcile_pending
@@ -162,9 +163,11 @@ class SignerServer:
         self.addresses: dict[str, str] = {}
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
+        self._anchor: Path | None = None
 
     def start(self) -> dict[str, str]:
         cfg, data_dir = self.opened.config, self.opened.data_dir
+        self._anchor = check_anchor(cfg.anchor_path, data_dir)  # refused before anything binds
         signer_pb2_grpc.add_SignerServicer_to_server(SignerService(self.core), self.bot_server)
         admin_pb2_grpc.add_AdminServicer_to_server(
             AdminService(self.core, self.opened.actions), self.admin_server
@@ -197,11 +200,15 @@ class SignerServer:
         return self.addresses
 
     def _checkpoint_loop(self) -> None:
-        while not self._stop.wait(self.opened.config.checkpoint_interval_s):
+        """Periodic signed tree heads (RFC 6962 root + chain head), stored and anchored."""
+        op = self.opened
+        while not self._stop.wait(op.config.checkpoint_interval_s):
             try:
-                self.opened.actions.checkpoint(now_ms())
+                issue_tree_head(op.engine, op.audit, now_ms(), self._anchor)
+            except SignerError as e:  # integrity or anchor trouble: say which, keep serving
+                log.warning("periodic tree head failed: %s", e)
             except Exception as e:  # noqa: BLE001 - keep serving; the next tick retries
-                log.warning("periodic checkpoint failed: %s", type(e).__name__)
+                log.warning("periodic tree head failed: %s", type(e).__name__)
 
     def _reconcile_loop(self) -> None:
         """First pass right away (a restart after a crash), then on the configured interval."""
@@ -219,6 +226,8 @@ class SignerServer:
 
     def stop(self, grace: float | None = 2.0) -> None:
         self._stop.set()
+        if self._checkpointer is not None:  # let a tree head being signed finish first
+            self._checkpointer.join(30)
         self.bot_server.stop(grace).wait()
         self.admin_server.stop(grace).wait()
         self.gateways.close()

@@ -22,6 +22,7 @@ from signer import intents, state
 from signer.admin import AdminActions
 from signer.auth import ADMIN_SIGNING_CONTEXT, Header, authenticate, check_header_syntax
 from signer.core import SignerCore, b64
+from signer.db import read_session
 from signer.errors import (
     AuditUnavailable,
     AuthError,
@@ -30,11 +31,16 @@ from signer.errors import (
     KeystoreError,
     PermissionDenied,
 )
+from signer.proposal_changes import approve_key_change
+from signer.proposal_doc import DEFAULT_TTL_S, AnyChange, parse_change, policy_change
+from signer.proposals import Proposals, ProposalView
+from signer.quorum import ProposalRefused
 
 log = logging.getLogger("bulkhead.signer")
 F = TypeVar("F", bound=Callable[..., Any])
 
 STATUS = [
+    (ProposalRefused, grpc.StatusCode.FAILED_PRECONDITION),  # code refined by its `code`
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
     (AuthError, grpc.StatusCode.UNAUTHENTICATED),
@@ -54,6 +60,7 @@ def grpc_errors(fn: F) -> F:
         except Exception as e:  # noqa: BLE001 - the boundary: nothing crashes the signer
             for cls, code in STATUS:
                 if isinstance(e, cls):
+                    code = getattr(grpc.StatusCode, getattr(e, "code", ""), code)
                     rule = getattr(e, "rule_id", None)
                     context.abort(code, f"{rule}: {e}" if rule else str(e))
             log.error("internal error in %s: %s", fn.__name__, type(e).__name__, exc_info=True)
@@ -93,6 +100,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     def __init__(self, core: SignerCore, actions: AdminActions) -> None:
         self.core = core
         self.actions = actions
+        self.proposals = Proposals(core.engine, core.audit, actions)
 
     def _auth(self, request: apb.SignedAdminRequest, cls: type, method: str) -> tuple[Any, str]:
         if len(request.body) > self.core.config.max_request_bytes:
@@ -225,3 +233,109 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             keys=int(st["keys"]),  # type: ignore[call-overload]
             bots=int(st["bots"]),
         )  # type: ignore[call-overload]
+
+    # --- proposals (M-of-N loosening) -------------------------------------------------------
+
+    @grpc_errors
+    def Propose(
+        self, request: apb.SignedAdminRequest, context: grpc.ServicerContext
+    ) -> apb.ProposalView:
+        cmd, actor = self._auth(request, apb.ProposeCommand, "Propose")
+        ttl = cmd.expires_in_s or DEFAULT_TTL_S
+        return proposal_reply(
+            self.proposals.propose(actor, self.core.clock(), self._change(cmd), ttl)
+        )
+
+    def _change(self, cmd: apb.ProposeCommand) -> AnyChange:
+        which = cmd.WhichOneof("change")
+        if which is None:
+            raise InvalidRequest(
+                "change: missing; give one of set_policy, unfreeze, register_bot, grant_keys, "
+                "approve_key, add_operator, remove_operator, set_quorum"
+            )
+        c = getattr(cmd, which)
+        if which == "set_policy":
+            return policy_change(c.key_id, c.policy_toml)
+        if which == "approve_key":
+            state.check_id("key_id", c.key_id)
+            with read_session(self.core.engine) as s:
+                return approve_key_change(s, c.key_id)
+        fields: dict[str, object] = {"kind": which}
+        if which == "unfreeze":
+            if c.all == bool(c.key_id):
+                raise InvalidRequest("change.unfreeze: give exactly one of key_id or all=true")
+            fields |= {"key_id": None if c.all else c.key_id, "reason": c.reason}
+        elif which in ("register_bot", "add_operator"):
+            if len(c.public_key) != 32:
+                raise InvalidRequest(
+                    f"change.{which}.public_key: {len(c.public_key)} bytes; Ed25519 needs 32"
+                )
+            fields["public_key_hex"] = c.public_key.hex()
+            name = "bot_id" if which == "register_bot" else "operator_id"
+            fields[name] = getattr(c, name)
+            if which == "register_bot":
+                fields["key_ids"] = list(c.key_ids)
+        elif which == "grant_keys":
+            fields |= {"bot_id": c.bot_id, "key_ids": list(c.key_ids)}
+        elif which == "remove_operator":
+            fields["operator_id"] = c.operator_id
+        else:  # set_quorum
+            fields |= {"target_class": c.action_class, "m": c.m, "time_lock_s": c.time_lock_s}
+        return parse_change(fields)
+
+    @grpc_errors
+    def SubmitProposal(
+        self, request: apb.SignedAdminRequest, context: grpc.ServicerContext
+    ) -> apb.ProposalView:
+        cmd, actor = self._auth(request, apb.SubmitProposalCommand, "SubmitProposal")
+        sigs = []
+        for i, sig in enumerate(cmd.signatures):
+            if len(sig.public_key) != 32:
+                raise InvalidRequest(
+                    f"signatures[{i}].public_key: {len(sig.public_key)} bytes; Ed25519 needs 32"
+                )
+            sigs.append((sig.public_key.hex(), bytes(sig.signature)))
+        view = self.proposals.submit(actor, self.core.clock(), cmd.proposal_id, sigs)
+        return proposal_reply(view)
+
+    @grpc_errors
+    def Veto(
+        self, request: apb.SignedAdminRequest, context: grpc.ServicerContext
+    ) -> apb.ProposalView:
+        cmd, actor = self._auth(request, apb.VetoCommand, "Veto")
+        return proposal_reply(
+            self.proposals.veto(actor, self.core.clock(), cmd.proposal_id, cmd.reason)
+        )
+
+    @grpc_errors
+    def ListProposals(
+        self, request: apb.SignedAdminRequest, context: grpc.ServicerContext
+    ) -> apb.ProposalList:
+        cmd, _ = self._auth(request, apb.ListProposalsCommand, "ListProposals")
+        views = self.proposals.list(self.core.clock(), cmd.status, cmd.proposal_id)
+        return apb.ProposalList(proposals=[proposal_reply(v) for v in views])
+
+
+def proposal_reply(v: ProposalView) -> apb.ProposalView:
+    return apb.ProposalView(
+        proposal_id=v.proposal_id,
+        document=v.document,
+        status=v.status,
+        action_class=v.action_class,
+        kind=v.kind,
+        required=v.required,
+        operators=v.operators,
+        approvals=[
+            apb.ProposalSignature(
+                public_key=bytes.fromhex(a.public_key_hex),
+                signature=bytes.fromhex(a.signature_hex),
+                operator_id=a.operator_id,
+            )
+            for a in v.approvers
+        ],
+        expires_ms=v.expires_ms,
+        apply_after_ms=v.apply_after_ms,
+        summary=v.summary,
+        message=v.message,
+        audit_seq=v.audit_seq,
+    )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from signer import quorum as _quorum  # noqa: F401 - registers the quorum and proposal tables
 from signer.db import Base
 from signer.errors import ConfigError
 
@@ -268,6 +269,21 @@ def revoke_bot(session: Session, bot_id: str, now_ms: int) -> BotInfo:
     return info
 
 
+def grant_keys(session: Session, bot_id: str, key_ids: list[str]) -> BotInfo:
+    """Let an active bot use more keys (a loosening: only through a proposal under a quorum)."""
+    row = session.get(BotRow, bot_id)
+    if row is None or row.status != "active":
+        raise ConfigError(f"bot_id: {bot_id!r} is not an active bot")
+    for k in sorted(set(key_ids)):
+        check_id("key_id", k)
+        if session.get(BotGrantRow, (bot_id, k)) is None:
+            session.add(BotGrantRow(bot_id=bot_id, key_id=k))
+    session.flush()
+    info = get_bot(session, bot_id)
+    assert info is not None
+    return info
+
+
 def list_bots(session: Session) -> list[BotInfo]:
     ids = session.scalars(select(BotRow.bot_id).order_by(BotRow.bot_id))
     return [b for b in (get_bot(session, i) for i in ids) if b is not None]
@@ -281,7 +297,13 @@ def add_operator(session: Session, operator_id: str, public_key_hex: str, now_ms
     if not re.fullmatch(r"[0-9a-f]{64}", public_key_hex):
         raise ConfigError("operator public key: must be 64 hex characters (Ed25519)")
     if session.get(OperatorRow, operator_id) is not None:
-        raise ConfigError(f"operator_id: {operator_id!r} already exists")
+        raise ConfigError(f"operator_id: {operator_id!r} already exists (ids are not reused)")
+    if session.scalars(
+        select(OperatorRow).where(OperatorRow.public_key_hex == public_key_hex)
+    ).first():
+        raise ConfigError(
+            "operator public key: already registered for another operator; one key, one vote"
+        )
     session.add(
         OperatorRow(
             operator_id=operator_id,
@@ -291,6 +313,23 @@ def add_operator(session: Session, operator_id: str, public_key_hex: str, now_ms
         )
     )
     session.flush()
+
+
+def remove_operator(session: Session, operator_id: str) -> None:
+    row = session.get(OperatorRow, operator_id)
+    if row is None or row.status != "active":
+        raise ConfigError(f"operator_id: {operator_id!r} is not an active operator")
+    row.status = "removed"
+    session.flush()
+
+
+def operator_by_key(session: Session, public_key_hex: str) -> OperatorRow | None:
+    """The active operator holding this Ed25519 public key, if any."""
+    return session.scalars(
+        select(OperatorRow).where(
+            OperatorRow.public_key_hex == public_key_hex, OperatorRow.status == "active"
+        )
+    ).first()
 
 
 def get_operator(session: Session, operator_id: str) -> OperatorRow | None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62ulkhead/signer/v1/admin.proto\x12\x12\x62ulkhead.signer.v1\"W\n\x0b\x41\x64minHeader\x12\x13\n\x0boperator_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\"m\n\rFreezeCommand\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.bulkhead.signer.v1.AdminHeader\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x82\x01\n\x10SetPolicyCommand\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.bulkhead.signer.v1.AdminHeader\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x13\n\x0bpolicy_toml\x18\x03 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x03\"z\n\x12RegisterBotCommand\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.bulkhead.signer.v1.AdminHeader\x12\x0e\n\x06\x62ot_id\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x0f\n\x07key_ids\x18\x04 \x03(\t\"S\n\x10RevokeBotCommand\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.bulkhead.signer.v1.AdminHeader\x12\x0e\n\x06\x62ot_id\x18\x02 \x01(\t\"D\n\x11\x43heckpointCommand\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.bulkhead.signer.v1.AdminHeader\"@\n\rStatusCommand\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.bulkhead.signer.v1.AdminHeader\"5\n\x12SignedAdminRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"T\n\nAdminReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\taudit_seq\x18\x03 \x01(\x04\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\"s\n\x0f\x43heckpointReply\x12\x11\n\ttree_size\x18\x01 \x01(\x04\x12\x11\n\thead_hash\x18\x02 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\x12\x11\n\tsignature\x18\x04 \x01(\t\x12\x11\n\taudit_seq\x18\x05 \x01(\x04\"}\n\x0bStatusReply\x12\x15\n\rglobal_frozen\x18\x01 \x01(\x08\x12\x13\n\x0b\x66rozen_keys\x18\x02 \x03(\t\x12\x12\n\naudit_size\x18\x03 \x01(\x04\x12\x12\n\naudit_head\x18\x04 \x01(\t\x12\x0c\n\x04keys\x18\x05 \x01(\x05\x12\x0c\n\x04\x62ots\x18\x06 \x01(\x05\x32\xdc\x04\n\x05\x41\x64min\x12P\n\x06\x46reeze\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a\x1e.bulkhead.signer.v1.AdminReply\x12R\n\x08Unfreeze\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a\x1e.bulkhead.signer.v1.AdminReply\x12S\n\tSetPolicy\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a\x1e.bulkhead.signer.v1.AdminReply\x12U\n\x0bRegisterBot\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a\x1e.bulkhead.signer.v1.AdminReply\x12S\n\tRevokeBot\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a\x1e.bulkhead.signer.v1.AdminReply\x12Y\n\nCheckpoint\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a#.bulkhead.signer.v1.CheckpointReply\x12Q\n\x06Status\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a\x1f.bulkhead.signer.v1.StatusReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62ulkhead/signer/v1/admin.proto\x12\x12\x62ulkhead.signer.v1\"W\n\x0b\x41\x64minHeader\x12\x13\n\x0boperator_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\"m\n\rFreezeCommand\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.bulkhead.signer.v1.AdminHeader\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x82\x01\n\x10SetPolicyCommand\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.bulkhead.signer.v1.AdminHeader\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x13\n\x0bpolicy_toml\x18\x03 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x03\"z\n\x12RegisterBotCommand\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.bulkhead.signer.v1.AdminHeader\x12\x0e\n\x06\x62ot_id\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x0f\n\x07key_ids\x18\x04 \x03(\t\"S\n\x10RevokeBotCommand\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.bulkhead.signer.v1.AdminHeader\x12\x0e\n\x06\x62ot_id\x18\x02 \x01(\t\"D\n\x11\x43heckpointCommand\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.bulkhead.signer.v1.AdminHeader\"@\n\rStatusCommand\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.bulkhead.signer.v1.AdminHeader\"6\n\x0fSetPolicyChange\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x13\n\x0bpolicy_toml\x18\x02 \x01(\t\"=\n\x0eUnfreezeChange\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"H\n\x11RegisterBotChange\x12\x0e\n\x06\x62ot_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x0f\n\x07key_ids\x18\x03 \x03(\t\"2\n\x0fGrantKeysChange\x12\x0e\n\x06\x62ot_id\x18\x01 \x01(\t\x12\x0f\n\x07key_ids\x18\x02 \x03(\t\"\"\n\x10\x41pproveKeyChange\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"<\n\x11\x41\x64\x64OperatorChange\x12\x13\n\x0boperator_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\"+\n\x14RemoveOperatorChange\x12\x13\n\x0boperator_id\x18\x01 \x01(\t\"G\n\x0fSetQuorumChange\x12\x14\n\x0c\x61\x63tion_class\x18\x01 \x01(\t\x12\t\n\x01m\x18\x02 \x01(\r\x12\x13\n\x0btime_lock_s\x18\x03 \x01(\r\"\xca\x04\n\x0eProposeCommand\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.bulkhead.signer.v1.AdminHeader\x12\x39\n\nset_policy\x18\x02 \x01(\x0b\x32#.bulkhead.signer.v1.SetPolicyChangeH\x00\x12\x36\n\x08unfreeze\x18\x03 \x01(\x0b\x32\".bulkhead.signer.v1.UnfreezeChangeH\x00\x12=\n\x0cregister_bot\x18\x04 \x01(\x0b\x32%.bulkhead.signer.v1.RegisterBotChangeH\x00\x12\x39\n\ngrant_keys\x18\x05 \x01(\x0b\x32#.bulkhead.signer.v1.GrantKeysChangeH\x00\x12;\n\x0b\x61pprove_key\x18\x06 \x01(\x0b\x32$.bulkhead.signer.v1.ApproveKeyChangeH\x00\x12=\n\x0c\x61\x64\x64_operator\x18\x07 \x01(\x0b\x32%.bulkhead.signer.v1.AddOperatorChangeH\x00\x12\x43\n\x0fremove_operator\x18\x08 \x01(\x0b\x32(.bulkhead.signer.v1.RemoveOperatorChangeH\x00\x12\x39\n\nset_quorum\x18\t \x01(\x0b\x32#.bulkhead.signer.v1.SetQuorumChangeH\x00\x12\x14\n\x0c\x65xpires_in_s\x18\n \x01(\rB\x08\n\x06\x63hange\"O\n\x11ProposalSignature\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x13\n\x0boperator_id\x18\x03 \x01(\t\"\x98\x01\n\x15SubmitProposalCommand\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.bulkhead.signer.v1.AdminHeader\x12\x13\n\x0bproposal_id\x18\x02 \x01(\t\x12\x39\n\nsignatures\x18\x03 \x03(\x0b\x32%.bulkhead.signer.v1.ProposalSignature\"c\n\x0bVetoCommand\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.bulkhead.signer.v1.AdminHeader\x12\x13\n\x0bproposal_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"l\n\x14ListProposalsCommand\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.bulkhead.signer.v1.AdminHeader\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x13\n\x0bproposal_id\x18\x03 \x01(\t\"\xa9\x02\n\x0cProposalView\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\x12\x10\n\x08\x64ocument\x18\x02 \x01(\x0c\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x14\n\x0c\x61\x63tion_class\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x10\n\x08required\x18\x06 \x01(\r\x12\x11\n\toperators\x18\x07 \x01(\r\x12\x38\n\tapprovals\x18\x08 \x03(\x0b\x32%.bulkhead.signer.v1.ProposalSignature\x12\x12\n\nexpires_ms\x18\t \x01(\x03\x12\x16\n\x0e\x61pply_after_ms\x18\n \x01(\x03\x12\x0f\n\x07summary\x18\x0b \x01(\t\x12\x0f\n\x07message\x18\x0c \x01(\t\x12\x11\n\taudit_seq\x18\r \x01(\x04\"C\n\x0cProposalList\x12\x33\n\tproposals\x18\x01 \x03(\x0b\x32 .bulkhead.signer.v1.ProposalView\"5\n\x12SignedAdminRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"T\n\nAdminReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\taudit_seq\x18\x03 \x01(\x04\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\"s\n\x0f\x43heckpointReply\x12\x11\n\ttree_size\x18\x01 \x01(\x04\x12\x11\n\thead_hash\x18\x02 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\x12\x11\n\tsignature\x18\x04 \x01(\t\x12\x11\n\taudit_seq\x18\x05 \x01(\x04\"}\n\x0bStatusReply\x12\x15\n\rglobal_frozen\x18\x01 \x01(\x08\x12\x13\n\x0b\x66rozen_keys\x18\x02 \x03(\t\x12\x12\n\naudit_size\x18\x03 \x01(\x04\x12\x12\n\naudit_head\x18\x04 \x01(\t\x12\x0c\n\x04keys\x18\x05 \x01(\x05\x12\x0c\n\x04\x62ots\x18\x06 \x01(\x05\x32\xba\x07\n\x05\x41\x64min\x12P\n\x06\x46reeze\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a\x1e.bulkhead.signer.v1.AdminReply\x12R\n\x08Unfreeze\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a\x1e.bulkhead.signer.v1.AdminReply\x12S\n\tSetPolicy\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a\x1e.bulkhead.signer.v1.AdminReply\x12U\n\x0bRegisterBot\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a\x1e.bulkhead.signer.v1.AdminReply\x12S\n\tRevokeBot\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a\x1e.bulkhead.signer.v1.AdminReply\x12Y\n\nCheckpoint\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a#.bulkhead.signer.v1.CheckpointReply\x12Q\n\x06Status\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a\x1f.bulkhead.signer.v1.StatusReply\x12S\n\x07Propose\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a .bulkhead.signer.v1.ProposalView\x12Z\n\x0eSubmitProposal\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a .bulkhead.signer.v1.ProposalView\x12P\n\x04Veto\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a .bulkhead.signer.v1.ProposalView\x12Y\n\rListProposals\x12&.bulkhead.signer.v1.SignedAdminRequest\x1a .bulkhead.signer.v1.ProposalListb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,14 +45,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKPOINTCOMMAND']._serialized_end=664
   _globals['_STATUSCOMMAND']._serialized_start=666
   _globals['_STATUSCOMMAND']._serialized_end=730
-  _globals['_SIGNEDADMINREQUEST']._serialized_start=732
-  _globals['_SIGNEDADMINREQUEST']._serialized_end=785
-  _globals['_ADMINREPLY']._serialized_start=787
-  _globals['_ADMINREPLY']._serialized_end=871
-  _globals['_CHECKPOINTREPLY']._serialized_start=873
-  _globals['_CHECKPOINTREPLY']._serialized_end=988
-  _globals['_STATUSREPLY']._serialized_start=990
-  _globals['_STATUSREPLY']._serialized_end=1115
-  _globals['_ADMIN']._serialized_start=1118
-  _globals['_ADMIN']._serialized_end=1722
+  _globals['_SETPOLICYCHANGE']._serialized_start=732
+  _globals['_SETPOLICYCHANGE']._serialized_end=786
+  _globals['_UNFREEZECHANGE']._serialized_start=788
+  _globals['_UNFREEZECHANGE']._serialized_end=849
+  _globals['_REGISTERBOTCHANGE']._serialized_start=851
+  _globals['_REGISTERBOTCHANGE']._serialized_end=923
+  _globals['_GRANTKEYSCHANGE']._serialized_start=925
+  _globals['_GRANTKEYSCHANGE']._serialized_end=975
+  _globals['_APPROVEKEYCHANGE']._serialized_start=977
+  _globals['_APPROVEKEYCHANGE']._serialized_end=1011
+  _globals['_ADDOPERATORCHANGE']._serialized_start=1013
+  _globals['_ADDOPERATORCHANGE']._serialized_end=1073
+  _globals['_REMOVEOPERATORCHANGE']._serialized_start=1075
+  _globals['_REMOVEOPERATORCHANGE']._serialized_end=1118
+  _globals['_SETQUORUMCHANGE']._serialized_start=1120
+  _globals['_SETQUORUMCHANGE']._serialized_end=1191
+  _globals['_PROPOSECOMMAND']._serialized_start=1194
+  _globals['_PROPOSECOMMAND']._serialized_end=1780
+  _globals['_PROPOSALSIGNATURE']._serialized_start=1782
+  _globals['_PROPOSALSIGNATURE']._serialized_end=1861
+  _globals['_SUBMITPROPOSALCOMMAND']._serialized_start=1864
+  _globals['_SUBMITPROPOSALCOMMAND']._serialized_end=2016
+  _globals['_VETOCOMMAND']._serialized_start=2018
+  _globals['_VETOCOMMAND']._serialized_end=2117
+  _globals['_LISTPROPOSALSCOMMAND']._serialized_start=2119
+  _globals['_LISTPROPOSALSCOMMAND']._serialized_end=2227
+  _globals['_PROPOSALVIEW']._serialized_start=2230
+  _globals['_PROPOSALVIEW']._serialized_end=2527
+  _globals['_PROPOSALLIST']._serialized_start=2529
+  _globals['_PROPOSALLIST']._serialized_end=2596
+  _globals['_SIGNEDADMINREQUEST']._serialized_start=2598
+  _globals['_SIGNEDADMINREQUEST']._serialized_end=2651
+  _globals['_ADMINREPLY']._serialized_start=2653
+  _globals['_ADMINREPLY']._serialized_end=2737
+  _globals['_CHECKPOINTREPLY']._serialized_start=2739
+  _globals['_CHECKPOINTREPLY']._serialized_end=2854
+  _globals['_STATUSREPLY']._serialized_start=2856
+  _globals['_STATUSREPLY']._serialized_end=2981
+  _globals['_ADMIN']._serialized_start=2984
+  _globals['_ADMIN']._serialized_end=3938
 # @@protoc_insertion_point(module_scope)

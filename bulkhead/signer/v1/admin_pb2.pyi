@@ -206,6 +206,457 @@ class StatusCommand(_message.Message):
 Global___StatusCommand: _TypeAlias = StatusCommand  # noqa: Y015
 
 @_typing.final
+class SetPolicyChange(_message.Message):
+    """--- M-of-N proposals for loosening changes ----------------------------------------------
+    A loosening (unfreeze, a looser policy, a bot or a key grant, an exchange key, an operator or
+    a quorum change) whose class needs more than one operator, or has a time lock, is refused by
+    the direct RPCs above with FAILED_PRECONDITION "needs a proposal with M of N operator
+    signatures". Propose makes the canonical document; each approver signs
+    PROPOSAL_SIGNING_CONTEXT || document (bulkhead/contract.py), possibly offline, and anyone
+    submits the signatures. It applies once M distinct active operators signed, before expiry,
+    while its base version is current, and after the class's time lock (during which any one
+    operator may Veto).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    POLICY_TOML_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    policy_toml: _builtins.str
+    """the same TOML SetPolicy takes; stored as canonical JSON"""
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        policy_toml: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "policy_toml", b"policy_toml"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPolicyChange: _TypeAlias = SetPolicyChange  # noqa: Y015
+
+@_typing.final
+class UnfreezeChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    """empty with all = true"""
+    all: _builtins.bool
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        all: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "key_id", b"key_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnfreezeChange: _TypeAlias = UnfreezeChange  # noqa: Y015
+
+@_typing.final
+class RegisterBotChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOT_ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    KEY_IDS_FIELD_NUMBER: _builtins.int
+    bot_id: _builtins.str
+    public_key: _builtins.bytes
+    """Ed25519, 32 bytes"""
+    @_builtins.property
+    def key_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        bot_id: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+        key_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot_id", b"bot_id", "key_ids", b"key_ids", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterBotChange: _TypeAlias = RegisterBotChange  # noqa: Y015
+
+@_typing.final
+class GrantKeysChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOT_ID_FIELD_NUMBER: _builtins.int
+    KEY_IDS_FIELD_NUMBER: _builtins.int
+    bot_id: _builtins.str
+    @_builtins.property
+    def key_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        bot_id: _builtins.str = ...,
+        key_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot_id", b"bot_id", "key_ids", b"key_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantKeysChange: _TypeAlias = GrantKeysChange  # noqa: Y015
+
+@_typing.final
+class ApproveKeyChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    """an exchange key held after add/generate/rotate; the signer"""
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveKeyChange: _TypeAlias = ApproveKeyChange  # noqa: Y015
+
+@_typing.final
+class AddOperatorChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    operator_id: _builtins.str
+    public_key: _builtins.bytes
+    """Ed25519, 32 bytes"""
+    def __init__(
+        self,
+        *,
+        operator_id: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operator_id", b"operator_id", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddOperatorChange: _TypeAlias = AddOperatorChange  # noqa: Y015
+
+@_typing.final
+class RemoveOperatorChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    operator_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        operator_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operator_id", b"operator_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveOperatorChange: _TypeAlias = RemoveOperatorChange  # noqa: Y015
+
+@_typing.final
+class SetQuorumChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_CLASS_FIELD_NUMBER: _builtins.int
+    M_FIELD_NUMBER: _builtins.int
+    TIME_LOCK_S_FIELD_NUMBER: _builtins.int
+    action_class: _builtins.str
+    """policy | unfreeze | bots | keys | operators"""
+    m: _builtins.int
+    """1..active operators"""
+    time_lock_s: _builtins.int
+    """0 = none; at most 30 days"""
+    def __init__(
+        self,
+        *,
+        action_class: _builtins.str = ...,
+        m: _builtins.int = ...,
+        time_lock_s: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_class", b"action_class", "m", b"m", "time_lock_s", b"time_lock_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetQuorumChange: _TypeAlias = SetQuorumChange  # noqa: Y015
+
+@_typing.final
+class ProposeCommand(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    SET_POLICY_FIELD_NUMBER: _builtins.int
+    UNFREEZE_FIELD_NUMBER: _builtins.int
+    REGISTER_BOT_FIELD_NUMBER: _builtins.int
+    GRANT_KEYS_FIELD_NUMBER: _builtins.int
+    APPROVE_KEY_FIELD_NUMBER: _builtins.int
+    ADD_OPERATOR_FIELD_NUMBER: _builtins.int
+    REMOVE_OPERATOR_FIELD_NUMBER: _builtins.int
+    SET_QUORUM_FIELD_NUMBER: _builtins.int
+    EXPIRES_IN_S_FIELD_NUMBER: _builtins.int
+    expires_in_s: _builtins.int
+    """0 = 7 days; must exceed the class's time lock; at most 30 days"""
+    @_builtins.property
+    def header(self) -> Global___AdminHeader: ...
+    @_builtins.property
+    def set_policy(self) -> Global___SetPolicyChange: ...
+    @_builtins.property
+    def unfreeze(self) -> Global___UnfreezeChange: ...
+    @_builtins.property
+    def register_bot(self) -> Global___RegisterBotChange: ...
+    @_builtins.property
+    def grant_keys(self) -> Global___GrantKeysChange: ...
+    @_builtins.property
+    def approve_key(self) -> Global___ApproveKeyChange: ...
+    @_builtins.property
+    def add_operator(self) -> Global___AddOperatorChange: ...
+    @_builtins.property
+    def remove_operator(self) -> Global___RemoveOperatorChange: ...
+    @_builtins.property
+    def set_quorum(self) -> Global___SetQuorumChange: ...
+    def __init__(
+        self,
+        *,
+        header: Global___AdminHeader | None = ...,
+        set_policy: Global___SetPolicyChange | None = ...,
+        unfreeze: Global___UnfreezeChange | None = ...,
+        register_bot: Global___RegisterBotChange | None = ...,
+        grant_keys: Global___GrantKeysChange | None = ...,
+        approve_key: Global___ApproveKeyChange | None = ...,
+        add_operator: Global___AddOperatorChange | None = ...,
+        remove_operator: Global___RemoveOperatorChange | None = ...,
+        set_quorum: Global___SetQuorumChange | None = ...,
+        expires_in_s: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["add_operator", b"add_operator", "approve_key", b"approve_key", "change", b"change", "grant_keys", b"grant_keys", "header", b"header", "register_bot", b"register_bot", "remove_operator", b"remove_operator", "set_policy", b"set_policy", "set_quorum", b"set_quorum", "unfreeze", b"unfreeze"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_operator", b"add_operator", "approve_key", b"approve_key", "change", b"change", "expires_in_s", b"expires_in_s", "grant_keys", b"grant_keys", "header", b"header", "register_bot", b"register_bot", "remove_operator", b"remove_operator", "set_policy", b"set_policy", "set_quorum", b"set_quorum", "unfreeze", b"unfreeze"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["set_policy", "unfreeze", "register_bot", "grant_keys", "approve_key", "add_operator", "remove_operator", "set_quorum"]  # noqa: Y015
+    _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
+
+Global___ProposeCommand: _TypeAlias = ProposeCommand  # noqa: Y015
+
+@_typing.final
+class ProposalSignature(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    public_key: _builtins.bytes
+    """the approving operator's Ed25519 key, 32 bytes"""
+    signature: _builtins.bytes
+    """over PROPOSAL_SIGNING_CONTEXT || document, 64 bytes"""
+    operator_id: _builtins.str
+    """informational; the signer matches by public key"""
+    def __init__(
+        self,
+        *,
+        public_key: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        operator_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operator_id", b"operator_id", "public_key", b"public_key", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposalSignature: _TypeAlias = ProposalSignature  # noqa: Y015
+
+@_typing.final
+class SubmitProposalCommand(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURES_FIELD_NUMBER: _builtins.int
+    proposal_id: _builtins.str
+    """SHA-256 hex of the document"""
+    @_builtins.property
+    def header(self) -> Global___AdminHeader: ...
+    @_builtins.property
+    def signatures(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProposalSignature]:
+        """none: just apply it if its time lock is over"""
+
+    def __init__(
+        self,
+        *,
+        header: Global___AdminHeader | None = ...,
+        proposal_id: _builtins.str = ...,
+        signatures: _abc.Iterable[Global___ProposalSignature] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "proposal_id", b"proposal_id", "signatures", b"signatures"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitProposalCommand: _TypeAlias = SubmitProposalCommand  # noqa: Y015
+
+@_typing.final
+class VetoCommand(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    proposal_id: _builtins.str
+    reason: _builtins.str
+    @_builtins.property
+    def header(self) -> Global___AdminHeader: ...
+    def __init__(
+        self,
+        *,
+        header: Global___AdminHeader | None = ...,
+        proposal_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "proposal_id", b"proposal_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VetoCommand: _TypeAlias = VetoCommand  # noqa: Y015
+
+@_typing.final
+class ListProposalsCommand(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """empty = all; open | approved | applied | vetoed | expired | stale | failed"""
+    proposal_id: _builtins.str
+    """empty = all"""
+    @_builtins.property
+    def header(self) -> Global___AdminHeader: ...
+    def __init__(
+        self,
+        *,
+        header: Global___AdminHeader | None = ...,
+        status: _builtins.str = ...,
+        proposal_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "proposal_id", b"proposal_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProposalsCommand: _TypeAlias = ListProposalsCommand  # noqa: Y015
+
+@_typing.final
+class ProposalView(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ACTION_CLASS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    OPERATORS_FIELD_NUMBER: _builtins.int
+    APPROVALS_FIELD_NUMBER: _builtins.int
+    EXPIRES_MS_FIELD_NUMBER: _builtins.int
+    APPLY_AFTER_MS_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    AUDIT_SEQ_FIELD_NUMBER: _builtins.int
+    proposal_id: _builtins.str
+    document: _builtins.bytes
+    """the exact canonical JSON bytes the approvers sign"""
+    status: _builtins.str
+    """open | approved | applied | vetoed | expired | stale | failed"""
+    action_class: _builtins.str
+    kind: _builtins.str
+    required: _builtins.int
+    """M"""
+    operators: _builtins.int
+    """N"""
+    expires_ms: _builtins.int
+    apply_after_ms: _builtins.int
+    """set once the quorum is reached (time lock end)"""
+    summary: _builtins.str
+    message: _builtins.str
+    audit_seq: _builtins.int
+    @_builtins.property
+    def approvals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProposalSignature]: ...
+    def __init__(
+        self,
+        *,
+        proposal_id: _builtins.str = ...,
+        document: _builtins.bytes = ...,
+        status: _builtins.str = ...,
+        action_class: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        required: _builtins.int = ...,
+        operators: _builtins.int = ...,
+        approvals: _abc.Iterable[Global___ProposalSignature] | None = ...,
+        expires_ms: _builtins.int = ...,
+        apply_after_ms: _builtins.int = ...,
+        summary: _builtins.str = ...,
+        message: _builtins.str = ...,
+        audit_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_class", b"action_class", "apply_after_ms", b"apply_after_ms", "approvals", b"approvals", "audit_seq", b"audit_seq", "document", b"document", "expires_ms", b"expires_ms", "kind", b"kind", "message", b"message", "operators", b"operators", "proposal_id", b"proposal_id", "required", b"required", "status", b"status", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposalView: _TypeAlias = ProposalView  # noqa: Y015
+
+@_typing.final
+class ProposalList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSALS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def proposals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProposalView]: ...
+    def __init__(
+        self,
+        *,
+        proposals: _abc.Iterable[Global___ProposalView] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proposals", b"proposals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposalList: _TypeAlias = ProposalList  # noqa: Y015
+
+@_typing.final
 class SignedAdminRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

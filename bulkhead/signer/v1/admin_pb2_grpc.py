@@ -69,6 +69,26 @@ class AdminStub:
                 request_serializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.SignedAdminRequest.SerializeToString,
                 response_deserializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.StatusReply.FromString,
                 _registered_method=True)
+        self.Propose = channel.unary_unary(
+                '/bulkhead.signer.v1.Admin/Propose',
+                request_serializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.SignedAdminRequest.SerializeToString,
+                response_deserializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.ProposalView.FromString,
+                _registered_method=True)
+        self.SubmitProposal = channel.unary_unary(
+                '/bulkhead.signer.v1.Admin/SubmitProposal',
+                request_serializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.SignedAdminRequest.SerializeToString,
+                response_deserializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.ProposalView.FromString,
+                _registered_method=True)
+        self.Veto = channel.unary_unary(
+                '/bulkhead.signer.v1.Admin/Veto',
+                request_serializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.SignedAdminRequest.SerializeToString,
+                response_deserializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.ProposalView.FromString,
+                _registered_method=True)
+        self.ListProposals = channel.unary_unary(
+                '/bulkhead.signer.v1.Admin/ListProposals',
+                request_serializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.SignedAdminRequest.SerializeToString,
+                response_deserializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.ProposalList.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -116,6 +136,30 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Propose(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitProposal(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Veto(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProposals(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +197,26 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.SignedAdminRequest.FromString,
                     response_serializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.StatusReply.SerializeToString,
+            ),
+            'Propose': grpc.unary_unary_rpc_method_handler(
+                    servicer.Propose,
+                    request_deserializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.SignedAdminRequest.FromString,
+                    response_serializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.ProposalView.SerializeToString,
+            ),
+            'SubmitProposal': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitProposal,
+                    request_deserializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.SignedAdminRequest.FromString,
+                    response_serializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.ProposalView.SerializeToString,
+            ),
+            'Veto': grpc.unary_unary_rpc_method_handler(
+                    servicer.Veto,
+                    request_deserializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.SignedAdminRequest.FromString,
+                    response_serializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.ProposalView.SerializeToString,
+            ),
+            'ListProposals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProposals,
+                    request_deserializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.SignedAdminRequest.FromString,
+                    response_serializer=bulkhead_dot_signer_dot_v1_dot_admin__pb2.ProposalList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +408,114 @@ class Admin:
             '/bulkhead.signer.v1.Admin/Status',
             bulkhead_dot_signer_dot_v1_dot_admin__pb2.SignedAdminRequest.SerializeToString,
             bulkhead_dot_signer_dot_v1_dot_admin__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Propose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulkhead.signer.v1.Admin/Propose',
+            bulkhead_dot_signer_dot_v1_dot_admin__pb2.SignedAdminRequest.SerializeToString,
+            bulkhead_dot_signer_dot_v1_dot_admin__pb2.ProposalView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitProposal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulkhead.signer.v1.Admin/SubmitProposal',
+            bulkhead_dot_signer_dot_v1_dot_admin__pb2.SignedAdminRequest.SerializeToString,
+            bulkhead_dot_signer_dot_v1_dot_admin__pb2.ProposalView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Veto(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulkhead.signer.v1.Admin/Veto',
+            bulkhead_dot_signer_dot_v1_dot_admin__pb2.SignedAdminRequest.SerializeToString,
+            bulkhead_dot_signer_dot_v1_dot_admin__pb2.ProposalView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProposals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulkhead.signer.v1.Admin/ListProposals',
+            bulkhead_dot_signer_dot_v1_dot_admin__pb2.SignedAdminRequest.SerializeToString,
+            bulkhead_dot_signer_dot_v1_dot_admin__pb2.ProposalList.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,10 @@ class AdminStub:
     RevokeBot: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SignedAdminRequest, _admin_pb2.AdminReply]
     Checkpoint: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SignedAdminRequest, _admin_pb2.CheckpointReply]
     Status: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SignedAdminRequest, _admin_pb2.StatusReply]
+    Propose: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SignedAdminRequest, _admin_pb2.ProposalView]
+    SubmitProposal: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SignedAdminRequest, _admin_pb2.ProposalView]
+    Veto: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SignedAdminRequest, _admin_pb2.ProposalView]
+    ListProposals: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SignedAdminRequest, _admin_pb2.ProposalList]
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -52,6 +56,10 @@ class AdminAsyncStub(AdminStub):
     RevokeBot: _aio.UnaryUnaryMultiCallable[_admin_pb2.SignedAdminRequest, _admin_pb2.AdminReply]  # type: ignore[assignment]
     Checkpoint: _aio.UnaryUnaryMultiCallable[_admin_pb2.SignedAdminRequest, _admin_pb2.CheckpointReply]  # type: ignore[assignment]
     Status: _aio.UnaryUnaryMultiCallable[_admin_pb2.SignedAdminRequest, _admin_pb2.StatusReply]  # type: ignore[assignment]
+    Propose: _aio.UnaryUnaryMultiCallable[_admin_pb2.SignedAdminRequest, _admin_pb2.ProposalView]  # type: ignore[assignment]
+    SubmitProposal: _aio.UnaryUnaryMultiCallable[_admin_pb2.SignedAdminRequest, _admin_pb2.ProposalView]  # type: ignore[assignment]
+    Veto: _aio.UnaryUnaryMultiCallable[_admin_pb2.SignedAdminRequest, _admin_pb2.ProposalView]  # type: ignore[assignment]
+    ListProposals: _aio.UnaryUnaryMultiCallable[_admin_pb2.SignedAdminRequest, _admin_pb2.ProposalList]  # type: ignore[assignment]
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -102,5 +110,33 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.SignedAdminRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.StatusReply, _abc.Awaitable[_admin_pb2.StatusReply]]: ...
+
+    @_abc_1.abstractmethod
+    def Propose(
+        self,
+        request: _admin_pb2.SignedAdminRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ProposalView, _abc.Awaitable[_admin_pb2.ProposalView]]: ...
+
+    @_abc_1.abstractmethod
+    def SubmitProposal(
+        self,
+        request: _admin_pb2.SignedAdminRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ProposalView, _abc.Awaitable[_admin_pb2.ProposalView]]: ...
+
+    @_abc_1.abstractmethod
+    def Veto(
+        self,
+        request: _admin_pb2.SignedAdminRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ProposalView, _abc.Awaitable[_admin_pb2.ProposalView]]: ...
+
+    @_abc_1.abstractmethod
+    def ListProposals(
+        self,
+        request: _admin_pb2.SignedAdminRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ProposalList, _abc.Awaitable[_admin_pb2.ProposalList]]: ...
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
