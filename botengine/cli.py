@@ -8,6 +8,9 @@ SUBCOMMANDS = {
     "exchange-sim": "Binance-compatible exchange simulator (simexchange)",
     "demo": "the whole story in one command: exchange, signer, bot, attack, audit",
     "backtest": "backtest a bot's TOML on OHLCV candles (CSV or freqtrade JSON)",
+    "bot": "bots: new (template), add, list, start, stop, status",
+    "identity": "identity new: the engine's Ed25519 key pair for the signer",
+    "run": "run every enabled bot through the signer (live or paper)",
 }
 
 
@@ -31,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         from botengine.backtest.cli import bot_new
 
         return bot_new(args[2:])
+    if args and args[0] in ("bot", "identity", "run"):
+        from botengine.cli_bots import main as bots_main
+
+        return bots_main(args)
     parser = argparse.ArgumentParser(prog="bulkhead")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in SUBCOMMANDS.items():

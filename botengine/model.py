@@ -74,7 +74,7 @@ Intent = Place | Cancel
 
 @dataclass(frozen=True)
 class Fill:
-    """An order fully filled (the exchanges here fill whole orders; partial fills are a later step)."""
+    """An order fully filled (the exchanges here fill whole orders; partial fills come later)."""
 
     client_order_id: str
     side: Side
