@@ -249,10 +249,21 @@ class ExchangeGateway:
     # ------------------------------------------------------------ internals
 
     def _run(
-        self, client: GuardedClient, op: str, call: Callable[[], Any], *, sign_only: bool = False
+        self,
+        client: GuardedClient,
+        op: str,
+        call: Callable[[], Any],
+        *,
+        sign_only: bool = False,
+        resynced: bool = False,
     ) -> Any:
-        """Run one ccxt call under the lock with the guard set to `op`; return the raw JSON."""
+        """Run one ccxt call under the lock with the guard set to `op`; return the raw JSON.
+
+        A refusal for a stale timestamp (binance -1021, ccxt InvalidNonce) means nothing was
+        placed: the clock offset is measured again and the call retried once.
+        """
         failure: ExchangeRequestError | None = None
+        clock_refused = False
         with self._lock:
             client.begin(op, capture=sign_only)
             try:
@@ -266,6 +277,7 @@ class ExchangeGateway:
                     if not isinstance(exc, ccxt.BaseError):
                         raise
                     failure = client.translate(op, exc)
+                    clock_refused = isinstance(exc, ccxt.InvalidNonce)
                 else:
                     log.warning(
                         "%s %s: ccxt could not parse the answer (%s); using raw JSON",
@@ -276,11 +288,27 @@ class ExchangeGateway:
             finally:
                 raw, done = client.raw, client.done
                 client.begin(None, capture=False)
+        if failure is not None and clock_refused and not resynced and client is self._private:
+            self._resync_clock()
+            return self._run(client, op, call, sign_only=sign_only, resynced=True)
         if failure is not None:
             raise failure  # raised outside `except`: no chained ccxt text (it holds signed URLs)
         if sign_only or not done:
             raise self._error(f"{self.settings.exchange} {op}: ccxt built no request", op)
         return raw
+
+    def _resync_clock(self) -> None:
+        """Measure the exchange's clock offset again (public GET time) for the private client."""
+        if self._markets_from is not None:
+            self._markets_from._resync_clock()
+            source = self._markets_from._markets_client()
+        else:
+            assert self._public is not None
+            source = self._public
+            self._run(source, "load_markets", lambda: source.ex.load_time_difference())
+        offset = source.ex.options.get("timeDifference")
+        if self._private is not None and offset is not None:
+            self._private.ex.options["timeDifference"] = offset
 
     def _error(self, message: str, op: str) -> ExchangeRequestError:
         return ExchangeRequestError(message, exchange=self.settings.exchange, operation=op)

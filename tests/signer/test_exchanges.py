@@ -819,3 +819,29 @@ def test_settings_validation_names_field_value_and_allowed_range() -> None:
             ExchangeSettings(exchange="okx"),
             Credentials(api_key=API_KEY, secret=SECRET, password=None),
         )
+
+
+def test_an_exchange_clock_that_moved_is_measured_again_and_the_order_goes_through() -> None:
+    """A -1021 (timestamp outside recvWindow) means nothing was placed: the gateway measures the
+    exchange's clock again and retries once, so a simulator at high speed (or a drifting host
+    clock) does not stop trading. Exactly one order is placed."""
+    testing = pytest.importorskip("simexchange.testing")
+    sim, keys = testing.start_test_exchange()
+    try:
+        settings = ExchangeSettings(exchange="binance", api_url=sim.base_url)
+        creds = Credentials(api_key=keys.api_key, secret=keys.secret, password=None)
+        gateway = ExchangeGateway(settings, creds)
+        rules = gateway.market_rules("BTC/USDT")
+        low = (gateway.ticker_price("BTC/USDT") * Decimal("0.5")).quantize(rules.tick_size)
+        gateway.create_order(
+            "BTC/USDT", "buy", "limit", Decimal("0.01"), low, "c-1", sign_only=False
+        )
+        sim.advance(6 * 3600)  # the exchange's clock is now six hours ahead of this host's
+        placed = gateway.create_order(
+            "BTC/USDT", "buy", "limit", Decimal("0.01"), low, "c-2", sign_only=False
+        )
+        assert placed["status"] == "open"
+        ids = sorted(o["client_order_id"] for o in gateway.fetch_open_orders("BTC/USDT"))
+        assert ids == ["c-1", "c-2"]
+    finally:
+        sim.stop()
