@@ -15,8 +15,15 @@ condition samples the first price at or after each timeframe boundary (UTC-align
 backtest the next candle's open, live the first tick -- and opens while the last reading is
 below `rsi_below`. Prices and sizes: safety orders round down to the tick, the take profit up;
 amounts round down to the step, raised to the exchange minimum if rounding fell below it.
-Fills of orders the strategy no longer tracks (e.g. a fill racing a cancel) are counted in
-`orphan_base`; base left after a deal's sale (below the step) in `dust_base`.
+A take profit that is replaced (or cancelled for a stop loss / trailing exit) stays mapped to
+its deal as "retired" until its deal closes, because live the cancel may reach the exchange
+after the order filled. A retired take profit's fill is the deal's sale of what it covered: the
+deal's live take profit and safety orders are cancelled as on any exit, and what is left (the
+later safety buys) gets a take profit at the deal's current target, or the deal closes if
+nothing sellable is left. In a backtest cancels are instant and this never happens.
+Fills of orders the strategy no longer tracks (e.g. a safety buy racing its cancel, or a
+retired take profit filling after its deal closed) are counted in `orphan_base`; base left after
+a deal's sale (below the step) in `dust_base`.
 
 The class is a pure state machine (no clock, I/O or randomness): the same object runs in the
 backtester, on paper and live. `on_price` is a strict no-op for prices strictly inside
@@ -116,6 +123,8 @@ class DcaStrategy:
             first = min(self.params.active_safety_orders, self.params.max_safety_orders)
             out += [self._safety(deal, n) for n in range(1, first + 1)]
             out += self._take_profit(deal)
+        elif coid in deal.retired:
+            out += self._retired_filled(deal, coid, fill.ts_ms)
         elif coid == deal.exit_coid or coid == deal.tp_coid:
             deal.resting.pop(coid, None)
             deal.tp_coid = None
@@ -232,30 +241,53 @@ class DcaStrategy:
         out: list[Intent] = []
         if deal.tp_coid is not None:
             out.append(Cancel(deal.tp_coid))
-            deal.resting.pop(deal.tp_coid, None)
-            self._by_coid.pop(deal.tp_coid, None)
+            deal.retired[deal.tp_coid] = deal.resting.pop(deal.tp_coid)  # stays in _by_coid
             deal.tp_coid = None
         deal.tp_price = self.rules.price_up(deal.avg * self._tp)
         deal.peak = None
         if self._keep is not None:
             return out  # trailing: the strategy sells at market, nothing rests
+        return out + self._place_take_profit(deal, f"tp{deal.rec.safety_orders}")
+
+    def _place_take_profit(self, deal: DealState, role: str) -> list[Intent]:
+        """A resting sell of all that is sellable at `deal.tp_price`, if anything is."""
+        assert deal.tp_price is not None
         amount = sellable(self.rules, deal.held, deal.tp_price)
-        if amount:
-            coid = cid(self.name, deal.rec.deal_id, f"tp{deal.rec.safety_orders}")
-            deal.resting[coid] = RestingOrder("take-profit", "sell", deal.tp_price, amount)
-            deal.tp_coid = coid
-            self._by_coid[coid] = deal
-            out.append(
-                checked(
-                    self.rules, Place(coid, "sell", amount, deal.tp_price, "take-profit"), deal.avg
-                )
-            )
+        if not amount:
+            return []
+        coid = cid(self.name, deal.rec.deal_id, role)
+        deal.resting[coid] = RestingOrder("take-profit", "sell", deal.tp_price, amount)
+        deal.tp_coid = coid
+        self._by_coid[coid] = deal
+        place = Place(coid, "sell", amount, deal.tp_price, "take-profit")
+        return [checked(self.rules, place, deal.avg)]
+
+    def _retired_filled(self, deal: DealState, coid: str, ts_ms: int) -> list[Intent]:
+        """A take profit whose Cancel lost the race filled: the deal sold what it covered.
+
+        The fill is already booked. Its replacement (if any) would sell base that is gone, so
+        it is cancelled with the safety orders, as on any exit; base the old order did not
+        cover (safety buys after it was placed) gets a take profit at the deal's current
+        target. With a stop-loss / trailing sell already sent, there is nothing to re-place.
+        """
+        deal.retired.pop(coid)
+        if deal.exit_coid is not None:
+            return []
+        out = self._cancel_all(deal)
+        deal.remainders += 1
+        out += self._place_take_profit(deal, f"tp{deal.rec.safety_orders}r{deal.remainders}")
+        if deal.tp_coid is None:  # nothing sellable left
+            self._close(deal, ts_ms)
         return out
 
     def _cancel_all(self, deal: DealState) -> list[Intent]:
+        """Cancel every resting order; the take profit is retired (it may still fill)."""
         out: list[Intent] = [Cancel(coid) for coid in deal.resting]
-        for coid in deal.resting:
-            self._by_coid.pop(coid, None)
+        for coid, order in deal.resting.items():
+            if coid == deal.tp_coid:
+                deal.retired[coid] = order
+            else:
+                self._by_coid.pop(coid, None)
         deal.resting.clear()
         deal.tp_coid = None
         return out
@@ -356,7 +388,7 @@ class DcaStrategy:
         for x in state["deals"]:
             deal = DealState.from_json(x)
             self._deals.append(deal)
-            for coid in deal.resting:
+            for coid in [*deal.resting, *deal.retired]:
                 self._by_coid[coid] = deal
             if deal.entry is None:
                 self._by_coid[deal.base_coid] = deal

@@ -32,6 +32,12 @@ class DealState:
     tp_price: Decimal | None = None
     peak: Decimal | None = None  # trailing take profit is armed when set
     exit_coid: str | None = None  # market sell (stop loss / trailing) pending
+    # take profits whose Cancel was emitted but may not have reached the exchange yet: live, one
+    # may still fill, and that fill is this deal's sale, not an orphan. No event confirms a
+    # cancel, so an id stays here until it fills or the deal closes. Not in `resting`: the
+    # strategy does not count on them resting.
+    retired: dict[str, RestingOrder] = field(default_factory=dict)
+    remainders: int = 0  # take profits placed for what a retired take profit's fill left
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -39,8 +45,8 @@ class DealState:
             "gross": str(self.gross), "held": str(self.held), "avg": str(self.avg),
             "safety_placed": self.safety_placed, "tp_coid": self.tp_coid,
             "tp_price": s(self.tp_price), "peak": s(self.peak), "exit_coid": self.exit_coid,
-            "resting": {c: [o.role, o.side, str(o.price), str(o.amount)]
-                        for c, o in self.resting.items()},
+            "resting": _orders_to_json(self.resting), "retired": _orders_to_json(self.retired),
+            "remainders": self.remainders,
         }  # fmt: skip
 
     @classmethod
@@ -50,6 +56,16 @@ class DealState:
             gross=Decimal(x["gross"]), held=Decimal(x["held"]), avg=Decimal(x["avg"]),
             safety_placed=int(x["safety_placed"]), tp_coid=x["tp_coid"],
             tp_price=d(x["tp_price"]), peak=d(x["peak"]), exit_coid=x["exit_coid"],
-            resting={c: RestingOrder(o[0], o[1], Decimal(o[2]), Decimal(o[3]))
-                     for c, o in x["resting"].items()},
+            resting=_orders_from_json(x["resting"]),
+            # absent in snapshots written before take profits were retired: nothing retired
+            retired=_orders_from_json(x.get("retired", {})),
+            remainders=int(x.get("remainders", 0)),
         )  # fmt: skip
+
+
+def _orders_to_json(orders: dict[str, RestingOrder]) -> dict[str, list[str]]:
+    return {c: [o.role, o.side, str(o.price), str(o.amount)] for c, o in orders.items()}
+
+
+def _orders_from_json(data: dict[str, list[str]]) -> dict[str, RestingOrder]:
+    return {c: RestingOrder(o[0], o[1], Decimal(o[2]), Decimal(o[3])) for c, o in data.items()}
