@@ -239,10 +239,19 @@ class BotRunner:
 
     def flush(self) -> None:
         rows = self._pending()
-        for row in [r for r in rows if r.cancel_requested]:
+        cancels = [r for r in rows if r.cancel_requested]
+        for row in cancels:
             self._cancel(row)
+        if cancels and self._cancel_lost_to_a_fill({r.client_order_id for r in cancels}):
+            return  # the strategy must see that fill first (next sync); its places may change
         for row in [r for r in rows if not r.cancel_requested]:
             self._place(row)
+
+    def _cancel_lost_to_a_fill(self, coids: set[str]) -> bool:
+        """Did an order we meant to cancel fill first (filled, not yet told to the strategy)?"""
+        with self.store.read() as s:
+            rows = st.orders_of(s, self.name, ["open"])
+        return any(r.client_order_id in coids and r.exchange_status == "closed" for r in rows)
 
     def _update(self, coid: str, **fields: object) -> None:
         with self.store.write() as s:
