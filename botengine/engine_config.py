@@ -117,7 +117,7 @@ class EngineConfig(_Frozen):
     database_url: str | None = None
     worker_id: str = Field(default_factory=socket.gethostname)
     poll_interval_s: float = Field(default=2.0, ge=0.05, le=3600.0)
-    lease_ttl_s: int = Field(default=30, ge=5, le=3600)
+    lease_ttl_s: int = Field(default=10, ge=5, le=3600)  # issue 8: resume within 10 s
     retry_base_s: float = Field(default=0.5, ge=0.01, le=60.0)
     retry_cap_s: float = Field(default=30.0, ge=0.1, le=3600.0)
     lost_order_grace_s: int = Field(default=120, ge=1, le=86_400)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -161,11 +162,23 @@ class SignerClient:
 
     # --- calls -------------------------------------------------------------------------------
 
-    def call(self, method: str, request: pb.SignedRequest) -> object:
-        """Send to the current replica; on UNAVAILABLE move to the next one and retry once each."""
+    def call(
+        self,
+        method: str,
+        request: pb.SignedRequest,
+        resign: Callable[[], pb.SignedRequest] | None = None,
+    ) -> object:
+        """Send to the current replica; on UNAVAILABLE move to the next one and retry once each.
+
+        A replica can die after committing the request's nonce (and decision) but before
+        answering; the same bytes sent to another replica would then be refused as a replayed
+        nonce. So each retry is signed afresh by `resign` (new nonce and timestamp, same
+        intent): a committed order then comes back as `duplicate_client_order_id`."""
         last: grpc.RpcError | None = None
-        for _ in range(len(self._stubs)):
+        for attempt in range(len(self._stubs)):
             stub = self._stubs[self._current]
+            if attempt and resign is not None:
+                request = resign()
             try:
                 return getattr(stub, method)(request, timeout=self.timeout)
             except grpc.RpcError as e:
@@ -187,40 +200,48 @@ class SignerClient:
         *,
         mode: str | None = None,
     ) -> pb.OrderReply:
-        req = self.order_request(
-            symbol, side, order_type, amount, price, client_order_id, mode=mode
-        )
-        return self.call("SubmitOrder", req)  # type: ignore[return-value]
+        def build() -> pb.SignedRequest:
+            return self.order_request(
+                symbol, side, order_type, amount, price, client_order_id, mode=mode
+            )
+
+        return self.call("SubmitOrder", build(), build)  # type: ignore[return-value]
 
     def cancel_order(
         self, symbol: str, client_order_id: str, *, mode: str | None = None
     ) -> pb.OrderReply:
-        req = self.sign(
-            pb.CancelIntent(
-                header=self.header("CancelOrder"),
-                exchange=self.exchange,
-                symbol=symbol,
-                client_order_id=client_order_id,
-                mode=MODES[mode],
+        def build() -> pb.SignedRequest:
+            return self.sign(
+                pb.CancelIntent(
+                    header=self.header("CancelOrder"),
+                    exchange=self.exchange,
+                    symbol=symbol,
+                    client_order_id=client_order_id,
+                    mode=MODES[mode],
+                )
             )
-        )
-        return self.call("CancelOrder", req)  # type: ignore[return-value]
+
+        return self.call("CancelOrder", build(), build)  # type: ignore[return-value]
 
     def read(self, kind: str, symbol: str = "", client_order_id: str = "") -> pb.ReadReply:
-        req = self.sign(
-            pb.ReadIntent(
-                header=self.header("Read"),
-                exchange=self.exchange,
-                kind=READS[kind],
-                symbol=symbol,
-                client_order_id=client_order_id,
+        def build() -> pb.SignedRequest:
+            return self.sign(
+                pb.ReadIntent(
+                    header=self.header("Read"),
+                    exchange=self.exchange,
+                    kind=READS[kind],
+                    symbol=symbol,
+                    client_order_id=client_order_id,
+                )
             )
-        )
-        return self.call("Read", req)  # type: ignore[return-value]
+
+        return self.call("Read", build(), build)  # type: ignore[return-value]
 
     def get_policy(self) -> pb.PolicyView:
-        req = self.sign(pb.PolicyQuery(header=self.header("GetPolicy")))
-        return self.call("GetPolicy", req)  # type: ignore[return-value]
+        def build() -> pb.SignedRequest:
+            return self.sign(pb.PolicyQuery(header=self.header("GetPolicy")))
+
+        return self.call("GetPolicy", build(), build)  # type: ignore[return-value]
 
 
 class AdminClient:
