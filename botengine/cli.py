@@ -6,7 +6,7 @@ import argparse
 
 SUBCOMMANDS = {
     "exchange-sim": "Binance-compatible exchange simulator (simexchange)",
-    "demo": "the whole story in one command: exchange, signer, bot, attack, audit",
+    "demo": "the whole story: exchange, signer, two bots trading a week, the incident, audit",
     "backtest": "backtest a bot's TOML on OHLCV candles (CSV or freqtrade JSON)",
     "bot": "bots: new (template), add, list, start, stop, status",
     "identity": "identity new: the engine's Ed25519 key pair for the signer",
