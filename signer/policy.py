@@ -538,8 +538,10 @@ def evaluate(
         fail("outside_trading_hours", f"outside the policy's UTC trading hours {hours.windows}")
 
     ref_price = None
+    symbol_ok = intent.symbol in policy.symbols  # no price is fetched for a refused symbol
     if ref is None or decimal_problem(ref.price) or type(ref.fetched_ms) is not int:
-        fail("reference_price_unavailable", "the signer has no reference price for this symbol")
+        if symbol_ok:
+            fail("reference_price_unavailable", "the signer has no reference price for this symbol")
     else:
         ref_price = ref.price
         age_ms = None if now is None else now - ref.fetched_ms

@@ -9,9 +9,9 @@ audit export.
 
 The market: one real day of BTC/USDT 1-minute candles from ../shared/data, replayed with each
 minute lasting `interval_ms` (20 ms: the day in under 30 s). The simulator's clock stays at
-real time (`--speed 1`): the signer signs with its wall clock and never re-syncs to the
-exchange's, so a simulator clock running N x faster gets its orders refused after ~10 s
-(reported as a signer bug); compressing the candles instead keeps every signed request valid.
+real time (`--speed 1`), so fills follow the candles' own minutes exactly. (A fast simulator
+clock also works -- the signer re-measures the exchange's clock on a -1021 refusal, as the demo
+shows -- but compressed candles keep this test's timing independent of that retry.)
 """
 
 from __future__ import annotations

@@ -431,3 +431,11 @@ def test_tightening_is_not_loosening() -> None:
     assert is_loosening(old, tighter) == []
     assert is_loosening(old, old) == []
     assert is_loosening(None, tighter) != []
+
+
+def test_a_refused_symbol_is_not_also_blamed_on_a_missing_reference_price() -> None:
+    """The signer fetches no price for a symbol outside the allow-list; the denial names the
+    real reason only, so an auditor's report does not show a misleading second rule."""
+    d = decide(i=intent(symbol="DATA/USDT"), r=None)
+    assert d.rule_ids == ("symbol_not_allowed",)
+    assert decide(r=None).rule_ids == ("reference_price_unavailable",)
