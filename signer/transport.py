@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from signer.config import TlsEntry
 from signer.errors import ConfigError
+from signer.wirecheck import WireCheckInterceptor
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # oversize is refused by gRPC itself (RESOURCE_EXHAUSTED)
 
@@ -23,6 +24,7 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # oversize is refused by gRPC itself (RESOU
 def make_server(workers: int) -> grpc.Server:
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="signer"),
+        interceptors=[WireCheckInterceptor()],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -60,12 +60,6 @@ def test_hostile_values_on_every_rpc_are_refused_clearly_and_change_nothing(
     assert held(result), result.explain()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: gRPC's own deserializer answers INTERNAL 'Exception deserializing request!' "
-    "(and logs a traceback) for bytes that are not a valid message; fix proposed for "
-    "signer/transport.py make_server: an interceptor that parses inside the handler",
-)
 def test_corrupt_wire_bytes_on_every_method_are_invalid_argument(
     fuzzed: tuple[Result, Result],
 ) -> None:
