@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from bulkhead.signer.v1 import admin_pb2_grpc, signer_pb2_grpc
 from signer import state, transport
@@ -142,10 +143,16 @@ def open_signer(
         if not db_file.exists():
             raise ConfigError(f"data dir: {data_dir} has no signer.db; run `bulkhead-signer init`")
         check_private_path(db_file)
-    create_schema(engine)  # no-op when present; adds tables introduced by upgrades
-    with read_session(engine) as s:
-        ks = Keystore.open(s, **source.open_kwargs())  # type: ignore[arg-type]
-        audit = AuditLog(SigningKey(ks.get_secret(s, AUDIT_KEY_SECRET)))
+    try:
+        create_schema(engine)  # no-op when present; adds tables introduced by upgrades
+        with read_session(engine) as s:
+            ks = Keystore.open(s, **source.open_kwargs())  # type: ignore[arg-type]
+            audit = AuditLog(SigningKey(ks.get_secret(s, AUDIT_KEY_SECRET)))
+    except SQLAlchemyError as e:
+        engine.dispose()
+        where = engine.url.render_as_string(hide_password=True)
+        reason = str(getattr(e, "orig", None) or type(e).__name__).splitlines()[0][:200]
+        raise ConfigError(f"database {where} cannot be opened: {reason}") from None
     return OpenSigner(data_dir, engine, ks, audit, config)
 
 

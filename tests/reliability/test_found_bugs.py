@@ -19,13 +19,6 @@ from tests.reliability.provision import Auditor, bot_client, provision
 from tests.reliability.volumes import Volume, VolumeUnavailable
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `serve` on a read-only store dies with a 60-line SQLAlchemy traceback "
-    "(OperationalError from PRAGMA journal_mode=WAL in signer/db.py make_engine's connect hook), "
-    "not one 'error:' line; fix: open_signer (signer/server.py) turns SQLAlchemyError into "
-    "ConfigError naming the database, or signer/cli.py main() catches it",
-)
 def test_a_signer_started_on_a_read_only_store_refuses_in_one_clear_line(tmp_path: Path) -> None:
     try:
         volume = Volume.create(tmp_path)
