@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import nacl.signing
-from sqlalchemy import BigInteger, Integer, String, Text, insert, select, text
+from sqlalchemy import BigInteger, Integer, String, Text, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from signer import fastsql
 from signer.auditformat import (
     GENESIS_HASH,
     AuditFormatError,
@@ -37,12 +38,18 @@ from signer.auditformat import (
     record_sig_message,
 )
 from signer.audittreehead import SignedTreeHead
-from signer.db import WRITE_LOCK_ID, Base
+from signer.db import WRITE_LOCK_ID, WRITE_LOCK_TXN, Base
 from signer.errors import AuditUnavailable
 
 _SEQ_TYPE = BigInteger().with_variant(Integer, "sqlite")  # SQLite: the seq is the rowid
-_LOCK_CHECKED = "bulkhead.audit.write_lock_checked_txn"
+_LOCK_CHECKED = WRITE_LOCK_TXN  # set by write_txn itself, or here after one check
 _EXPORT_BATCH = 1000
+# The two statements of every append, as plain SQL (see `signer.fastsql`).
+_HEAD_SQL = "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1"
+_INSERT_SQL = (
+    "INSERT INTO audit_records (seq, ts_ms, kind, record, hash, sig, client_order_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class AuditRecordRow(Base):
@@ -134,9 +141,18 @@ class AuditLog:
         return bytes.fromhex(self._public_key_hex)
 
     def append(
-        self, session: Session, kind: str, payload: dict[str, Any], now_ms: int | None = None
+        self,
+        session: Session,
+        kind: str,
+        payload: dict[str, Any],
+        now_ms: int | None = None,
+        *,
+        after: AppendedRecord | None = None,
     ) -> AppendedRecord:
         """Add one record in the caller's write transaction (executed, never committed here).
+
+        `after`: the record the caller appended last *in this same transaction* (no savepoint
+        in between), which is then the head: it saves re-reading the head under the lock.
 
         Raises AuditFormatError for a bad kind or payload (nothing written), RuntimeError when
         called outside `write_txn`, AuditUnavailable when the database refuses the insert.
@@ -146,7 +162,7 @@ class AuditLog:
             raise AuditFormatError(f"payload must be a dict, got {type(payload).__name__}")
         ts = _now() if now_ms is None else now_ms
         _require_write_lock(session)
-        size, prev = self.head(session)
+        size, prev = (after.seq, after.hash) if after is not None else self.head(session)
         seq = size + 1
         record_bytes = build_record(seq, ts, kind, prev, payload)
         digest = record_hash(record_bytes)
@@ -160,19 +176,15 @@ class AuditLog:
             "sig": sig,
             "client_order_id": client_order_id_of(payload),
         }
-        try:  # a Core insert runs now (no ORM unit of work), so a failure surfaces here
-            session.execute(insert(AuditRecordRow), row)
+        try:  # a plain insert runs now (no ORM unit of work), so a failure surfaces here
+            fastsql.run(session, _INSERT_SQL, tuple(row.values()))
         except SQLAlchemyError as exc:
             raise AuditUnavailable(f"audit record {seq} could not be written") from exc
         return AppendedRecord(seq=seq, hash=digest)
 
     def head(self, session: Session) -> tuple[int, str]:
         """(number of records, hash of the last one); (0, GENESIS_HASH) for an empty log."""
-        last = session.execute(
-            select(AuditRecordRow.seq, AuditRecordRow.hash)
-            .order_by(AuditRecordRow.seq.desc())
-            .limit(1)
-        ).first()
+        last = fastsql.run(session, _HEAD_SQL).first()
         if last is None:
             return 0, GENESIS_HASH
         return int(last.seq), str(last.hash)
@@ -264,7 +276,8 @@ def _require_write_lock(session: Session) -> None:
     """Refuse to append unless this transaction holds the signer's global write lock.
 
     A record appended without the lock could read a head another replica is about to extend.
-    Checked once per transaction (the result is remembered on the session's transaction).
+    Checked once per transaction (the result is remembered on the session's transaction);
+    `write_txn` records the transaction it locked, so its sessions pass without a round trip.
     """
     txn = session.get_transaction()
     if txn is not None and session.info.get(_LOCK_CHECKED) is txn:

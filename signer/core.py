@@ -3,7 +3,9 @@
 Transport-independent: the gRPC servicers in `service.py` call these methods and map the
 exceptions to status codes. Each decision is one serialised write transaction holding the
 nonce, the policy evaluation against counters read under the lock, the counter update and the
-audit record; nothing is signed until that transaction has committed.
+audit record; nothing leaves the process until that transaction has committed. Sign-only
+orders are signed inside it, with their outcome record, so one commit covers both; submit mode
+commits the decision before calling the exchange and the outcome after.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from bulkhead.signer.v1 import signer_pb2 as pb
 from signer import intents, limits, state
-from signer.audit import AuditLog
+from signer.audit import AppendedRecord, AuditLog
 from signer.auth import BOT_SIGNING_CONTEXT, Header, authenticate, prune_nonces
 from signer.config import SignerConfig
 from signer.db import read_session, write_txn
@@ -36,10 +38,24 @@ from signer.errors import (
 )
 from signer.exchanges import SignedHttp
 from signer.gateways import Gateways
+from signer.hotcache import parsed_policy
+from signer.keystore import KeyStatus
 from signer.marketdata import ReferencePrices
-from signer.policy import Decision, IntentFacts, Reason, RefPrice, evaluate, policy_from_json
+from signer.policy import Decision, IntentFacts, Reason, RefPrice, evaluate
 from signer.precision import precision_reasons
 from signer.reads import ReadOps, order_state
+
+# Exchange status of an outcome -> order-ledger status, per action (others leave it pending).
+_LEDGER_STATUS = {
+    "create": {
+        "open": "open",
+        "closed": "closed",
+        "canceled": "canceled",
+        "rejected": "rejected",
+        "expired": "canceled",
+    },
+    "cancel": {"canceled": "canceled", "closed": "closed"},
+}
 
 
 def now_ms() -> int:
@@ -55,6 +71,7 @@ class Verdict:
     decision: Decision
     audit_seq: int
     policy_version: int
+    audit_hash: str = ""  # of the decision record, when appended in the caller's transaction
 
 
 class SignerCore(ReadOps):
@@ -121,7 +138,7 @@ class SignerCore(ReadOps):
             now,
             self.config.max_clock_skew_ms,
         )
-        if not state.bot_may_use(s, header.identity, key_id):
+        if bot is None or key_id not in bot.key_ids:
             raise PermissionDenied(
                 "key_not_granted", f"bot {header.identity!r} may not use key {key_id!r}"
             )
@@ -184,13 +201,12 @@ class SignerCore(ReadOps):
         lists the symbol. Anything else is refused by policy without touching the exchange."""
         try:
             with read_session(self.engine) as s:
-                pol = state.current_policy(s, key_id)
-                info = self.gateways.key_info(s, key_id)
+                policy = parsed_policy(state.current_policy(s, key_id))
+                info = self.gateways.key_status(s, key_id)
         except SQLAlchemyError:
             raise AuditUnavailable("signer store unavailable; nothing was signed") from None
-        if pol is None or info is None or info.exchange != f.exchange:
+        if policy is None or info is None or info.exchange != f.exchange:
             return None, []
-        policy = policy_from_json(pol.policy_json)
         if f.symbol not in policy.symbols:
             return None, []
         ref = self.refs.get(f.exchange, f.symbol, policy.reference_max_age_s)
@@ -211,12 +227,21 @@ class SignerCore(ReadOps):
         key_id = intent.header.key_id
         ref, market_reasons = self._prefetch(key_id, fields)
 
+        signed: SignedHttp | str | None = None
         with self._authenticated(header, key_id, request, "SubmitOrder") as (s, now):
-            verdict = self._decide(
+            verdict, key = self._decide(
                 s, header, key_id, fields, mode, ref, market_reasons, request, now
             )
+            if verdict.decision.allowed and mode == "sign-only" and key is not None:
+                signed = self._sign_in_txn(s, verdict, key, fields)
         reply = pb.OrderReply(decision=self._decision_pb(verdict))
         if not verdict.decision.allowed:
+            return reply
+        if isinstance(signed, SignedHttp):  # committed with its decision: now it may leave
+            reply.signed_request.CopyFrom(self._signed_pb(signed))
+            return reply
+        if isinstance(signed, str):
+            reply.exchange_error = signed
             return reply
 
         try:
@@ -264,9 +289,11 @@ class SignerCore(ReadOps):
         market_reasons: list[Reason],
         request: pb.SignedRequest,
         now: int,
-    ) -> Verdict:
+    ) -> tuple[Verdict, KeyStatus | None]:
+        """Evaluate and audit one create intent in the caller's transaction; each row is read
+        once. Returns the verdict and the key's routing facts (for signing in the same txn)."""
         pol = state.current_policy(s, key_id)
-        policy = policy_from_json(pol.policy_json) if pol else None
+        policy = parsed_policy(pol)
         facts = IntentFacts(
             symbol=f.symbol,
             side=f.side,
@@ -276,15 +303,12 @@ class SignerCore(ReadOps):
             now_ms=now,
         )
         usage = limits.usage(s, key_id, f.symbol, now, policy)
+        global_frozen, key_frozen = state.freezes(s, key_id)
         decision = evaluate(
-            policy,
-            facts,
-            usage,
-            ref,
-            global_frozen=state.global_frozen(s),
-            key_frozen=state.key_frozen(s, key_id),
+            policy, facts, usage, ref, global_frozen=global_frozen, key_frozen=key_frozen
         )
-        extra = self._key_checks(s, key_id, f.exchange) + market_reasons
+        key, extra = self._key_checks(s, key_id, f.exchange)
+        extra += market_reasons
         if limits.order_exists(s, key_id, f.client_order_id):
             extra.append(
                 Reason(
@@ -324,14 +348,76 @@ class SignerCore(ReadOps):
         )
         if decision.allowed and policy is not None and decision.notional is not None:
             limits.record_allowed(
-                s, key_id, f.symbol, f.client_order_id, f.side, decision.notional, now, policy
+                s,
+                key_id,
+                f.symbol,
+                f.client_order_id,
+                f.side,
+                decision.notional,
+                now,
+                policy,
+                checked_new=True,  # order_exists was checked above, in this transaction
             )
-        return Verdict(decision, rec.seq, pol.version if pol else 0)
+        return Verdict(decision, rec.seq, pol.version if pol else 0, rec.hash), key
 
-    def _key_checks(self, s: Session, key_id: str, exchange: str) -> list[Reason]:
-        info = self.gateways.key_info(s, key_id)
+    def _sign_in_txn(
+        self, s: Session, verdict: Verdict, key: KeyStatus, f: intents.OrderFields
+    ) -> SignedHttp | str:
+        """Sign-only: build and sign the request and audit the outcome in the decision's own
+        transaction (one commit); the caller releases the request only after that commit.
+        Returns the signed request, or the error text when it could not be signed."""
+        head = AppendedRecord(verdict.audit_seq, verdict.audit_hash)  # nothing appended since
+        try:
+            result = self.gateways.sign_create_order(
+                s,
+                key,
+                f.symbol,
+                f.side,
+                f.order_type,
+                f.amount,
+                f.limit_price,
+                f.client_order_id,
+            )
+        except ExchangeError as e:
+            status = "unknown" if getattr(e, "retriable", False) else "rejected"
+            seq, coid = verdict.audit_seq, f.client_order_id
+            self._append_outcome(
+                s, seq, key.key_id, coid, "create", status, after=head, error=str(e)
+            )
+            return str(e)
+        except SignerError as e:  # refused before signing (precision, key, endpoint)
+            error = f"not sent: {e}"
+            seq, coid = verdict.audit_seq, f.client_order_id
+            self._append_outcome(
+                s, seq, key.key_id, coid, "create", "rejected", after=head, error=error
+            )
+            return error
+        if not isinstance(result, SignedHttp):
+            raise RuntimeError("sign-only gateway call returned an exchange answer")
+        self._append_outcome(
+            s,
+            verdict.audit_seq,
+            key.key_id,
+            f.client_order_id,
+            "create",
+            "signed",
+            after=head,
+            **self._signed_fields(result),
+        )
+        return result
+
+    def _key_checks(
+        self, s: Session, key_id: str, exchange: str
+    ) -> tuple[KeyStatus | None, list[Reason]]:
+        info = self.gateways.key_status(s, key_id)
+        if (
+            info is not None
+            and info.kind == "ed25519"
+            and self.gateways.key_info(s, key_id) is None
+        ):
+            info = None  # its public half no longer matches its sealed key: treat as unknown
         if info is None:
-            return [Reason("unknown_key", f"key {key_id!r} is not in the keystore")]
+            return None, [Reason("unknown_key", f"key {key_id!r} is not in the keystore")]
         reasons = []
         if info.status != "active":
             reasons.append(Reason("key_inactive", f"key {key_id!r} is {info.status}"))
@@ -342,7 +428,7 @@ class SignerCore(ReadOps):
                     f"key {key_id!r} belongs to {info.exchange!r}, not {exchange!r}",
                 )
             )
-        return reasons
+        return info, reasons
 
     # --- CancelOrder ----------------------------------------------------------------------
 
@@ -358,7 +444,7 @@ class SignerCore(ReadOps):
 
         with self._authenticated(header, key_id, request, "CancelOrder") as (s, now):
             # Cancelling only reduces exposure, so freezes and caps do not apply to it.
-            reasons = self._key_checks(s, key_id, exchange)
+            _, reasons = self._key_checks(s, key_id, exchange)
             if not limits.order_exists(s, key_id, coid):
                 reasons.append(
                     Reason("unknown_order", f"no order {coid!r} was placed on key {key_id!r}")
@@ -411,27 +497,10 @@ class SignerCore(ReadOps):
         result: SignedHttp | dict[str, str],
     ) -> None:
         if isinstance(result, SignedHttp):
-            digest = hashlib.sha256(
-                f"{result.method} {result.url}\n{result.body or ''}".encode()
-            ).hexdigest()
             self._record_outcome(
-                verdict.audit_seq,
-                key_id,
-                coid,
-                action,
-                "signed",
-                request_sha256=digest,
-                url=result.url.split("?")[0],
-                http_method=result.method,
+                verdict.audit_seq, key_id, coid, action, "signed", **self._signed_fields(result)
             )
-            reply.signed_request.CopyFrom(
-                pb.SignedHttpRequest(
-                    method=result.method,
-                    url=result.url,
-                    headers=result.headers,
-                    body=result.body or "",
-                )
-            )
+            reply.signed_request.CopyFrom(self._signed_pb(result))
             return
         status = result.get("status", "")
         self._record_outcome(
@@ -445,36 +514,61 @@ class SignerCore(ReadOps):
         )
         reply.order.CopyFrom(order_state(result))
 
+    @staticmethod
+    def _signed_fields(result: SignedHttp) -> dict[str, str]:
+        """What the outcome record keeps of a signed request: a digest, never the signature."""
+        digest = hashlib.sha256(
+            f"{result.method} {result.url}\n{result.body or ''}".encode()
+        ).hexdigest()
+        return {
+            "request_sha256": digest,
+            "url": result.url.split("?")[0],
+            "http_method": result.method,
+        }
+
+    @staticmethod
+    def _signed_pb(result: SignedHttp) -> pb.SignedHttpRequest:
+        return pb.SignedHttpRequest(
+            method=result.method, url=result.url, headers=result.headers, body=result.body or ""
+        )
+
     def _record_outcome(
         self, decision_seq: int, key_id: str, coid: str, action: str, status: str, **extra: str
     ) -> None:
-        now = self.clock()
         with self.txn() as s:
-            self.audit.append(
-                s,
-                "outcome",
-                {
-                    "decision_seq": decision_seq,
-                    "action": action,
-                    "key_id": key_id,
-                    "client_order_id": coid,
-                    "status": status,
-                    **extra,
-                },
-                now,
-            )
-            ledger_status = {
-                "create": {
-                    "open": "open",
-                    "closed": "closed",
-                    "canceled": "canceled",
-                    "rejected": "rejected",
-                    "expired": "canceled",
-                },
-                "cancel": {"canceled": "canceled", "closed": "closed"},
-            }[action]
-            if status in ledger_status:
-                limits.record_outcome(s, key_id, coid, ledger_status[status])
+            self._append_outcome(s, decision_seq, key_id, coid, action, status, **extra)
+
+    def _append_outcome(
+        self,
+        s: Session,
+        decision_seq: int,
+        key_id: str,
+        coid: str,
+        action: str,
+        status: str,
+        *,
+        after: AppendedRecord | None = None,
+        **extra: str,
+    ) -> None:
+        """Audit an outcome and apply it to the order ledger, in the caller's transaction
+        (`after`: the decision record, when appended in this same transaction)."""
+        self.audit.append(
+            s,
+            "outcome",
+            {
+                "decision_seq": decision_seq,
+                "action": action,
+                "key_id": key_id,
+                "client_order_id": coid,
+                "status": status,
+                **extra,
+            },
+            self.clock(),
+            after=after,
+        )
+        ledger_status = _LEDGER_STATUS[action]
+        if status in ledger_status:
+            limits.record_outcome(s, key_id, coid, ledger_status[status])
 
     @staticmethod
     def _decision_pb(v: Verdict) -> pb.Decision:

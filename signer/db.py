@@ -14,17 +14,24 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 # Arbitrary constant naming the signer's one write lock in PostgreSQL's advisory-lock space.
 WRITE_LOCK_ID = 0x42554C4B  # "BULK"
 
 DB_FILENAME = "signer.db"
+
+# session.info key: the transaction (object) known to hold the global write lock. `write_txn`
+# sets it right after taking the lock, so `AuditLog.append` needs no extra round trip to check.
+WRITE_LOCK_TXN = "bulkhead.db.write_lock_txn"
 
 
 class Base(DeclarativeBase):
@@ -85,6 +92,25 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+LOCAL_LOCK_TIMEOUT_S = 30.0
+_LOCAL_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCAL_LOCKS_GUARD = threading.Lock()
+
+
+def local_write_lock(engine: Engine) -> threading.RLock:
+    """This process's queue in front of the database write lock of `engine`.
+
+    Threads of one process wait here (woken at once on release) instead of in SQLite's busy
+    handler, which polls with sleeps of up to 100 ms; the database lock still serialises
+    against other processes and replicas.
+    """
+    with _LOCAL_LOCKS_GUARD:
+        lock = _LOCAL_LOCKS.get(engine)
+        if lock is None:
+            lock = _LOCAL_LOCKS[engine] = threading.RLock()
+        return lock
+
+
 @contextmanager
 def write_txn(engine: Engine) -> Iterator[Session]:
     """One serialised read-modify-write transaction; commits on success, rolls back on error.
@@ -92,14 +118,29 @@ def write_txn(engine: Engine) -> Iterator[Session]:
     Commit happens before this context exits, so a caller may only release anything that
     depends on the transaction (a signature, an exchange request) *after* the `with` block.
     """
+    lock = local_write_lock(engine)
+    if not lock.acquire(timeout=LOCAL_LOCK_TIMEOUT_S):  # as long as SQLite's busy timeout
+        raise SATimeoutError(f"write lock not free after {LOCAL_LOCK_TIMEOUT_S:g} s")
+    try:
+        with _locked_session(engine) as session:
+            yield session
+    finally:
+        lock.release()
+
+
+@contextmanager
+def _locked_session(engine: Engine) -> Iterator[Session]:
     if is_sqlite(engine):
         conn = engine.connect().execution_options(sqlite_begin="IMMEDIATE")
     else:
         conn = engine.connect()
     try:
         with Session(bind=conn, expire_on_commit=False) as session:
-            if not is_sqlite(engine):
+            if is_sqlite(engine):
+                session.connection()  # begins the transaction: BEGIN IMMEDIATE takes the lock
+            else:
                 session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK_ID})
+            session.info[WRITE_LOCK_TXN] = session.get_transaction()
             try:
                 yield session
                 session.commit()

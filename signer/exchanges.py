@@ -19,6 +19,7 @@ import copy
 import logging
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -73,6 +74,7 @@ class ExchangeGateway:
         self._markets_from = markets_from
         self._public = GuardedClient(settings, None, PUBLIC_OPS) if markets_from is None else None
         self._private: GuardedClient | None = None
+        self.closed = False
         if credentials is not None:
             if not credentials.api_key or not credentials.secret:
                 raise ConfigError(f"{settings.exchange}: credentials need an api key and a secret")
@@ -242,6 +244,7 @@ class ExchangeGateway:
     def close(self) -> None:
         """Close the HTTP sessions; the gateway must not be used afterwards."""
         with self._lock:
+            self.closed = True
             for client in (self._public, self._private):
                 if client is not None:
                     client.close()
@@ -370,17 +373,30 @@ class ExchangeGateway:
             raise InvalidRequest(f"{symbol}: ccxt would round amount {amount} or price {price}")
 
 
+DEFAULT_MAX_KEYED = 1024  # ~284 KB of ccxt client each: a bounded ~300 MB at most
+
+
 class GatewayPool:
     """One public gateway per exchange settings and one keyed gateway per (key id, generation).
 
     Keyed gateways take their markets (and reference prices) from the public gateway of the same
-    settings, so markets load once per exchange. Thread-safe.
+    settings, so markets load once per exchange. The keyed cache is an LRU of at most
+    `max_keyed` gateways (a platform may hold 100,000 keys); the least recently used one is
+    closed when it falls out, and rebuilt from the keystore if its key signs again. Thread-safe.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_keyed: int = DEFAULT_MAX_KEYED) -> None:
+        if max_keyed < 1:
+            raise ConfigError(f"max_keyed: {max_keyed} is not allowed; must be >= 1")
         self._lock = threading.Lock()
+        self._max_keyed = max_keyed
         self._public: dict[str, ExchangeGateway] = {}
-        self._keyed: dict[tuple[str, str], tuple[int, ExchangeGateway]] = {}
+        self._keyed: OrderedDict[tuple[str, str], tuple[int, ExchangeGateway]] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Keyed gateways currently cached."""
+        with self._lock:
+            return len(self._keyed)
 
     def public(self, settings: ExchangeSettings) -> ExchangeGateway:
         """The keyless gateway for these settings (markets, reference price)."""
@@ -396,15 +412,24 @@ class GatewayPool:
     ) -> ExchangeGateway:
         """The gateway for `key_id`; `load_credentials` runs only when none is cached for
         this generation (a rotated key gets a new generation and replaces the old gateway)."""
+        evicted: list[ExchangeGateway] = []
         with self._lock:
             slot = (settings.cache_key(), key_id)
             cached = self._keyed.get(slot)
             if cached is not None and cached[0] == generation:
+                self._keyed.move_to_end(slot)
                 return cached[1]
             public = self._public_locked(settings)
             gateway = ExchangeGateway(settings, load_credentials(), markets_from=public)
+            if cached is not None:
+                evicted.append(cached[1])  # an older generation: its secret is gone
             self._keyed[slot] = (generation, gateway)
-            return gateway
+            self._keyed.move_to_end(slot)
+            while len(self._keyed) > self._max_keyed:
+                evicted.append(self._keyed.popitem(last=False)[1][1])
+        for old in evicted:  # outside the pool lock: close waits for a call in flight
+            old.close()
+        return gateway
 
     def forget(self, key_id: str) -> None:
         """Drop every cached gateway (and so the secret) of `key_id`: frozen, rotated, deleted."""

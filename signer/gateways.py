@@ -18,7 +18,7 @@ from signer.config import SignerConfig
 from signer.db import read_session
 from signer.errors import KeystoreError
 from signer.exchanges import ExchangeGateway, ExchangeSettings, GatewayPool, MarketRules
-from signer.keystore import KeyInfo, Keystore
+from signer.keystore import KeyInfo, KeyStatus, Keystore
 
 
 class Gateways:
@@ -39,6 +39,32 @@ class Gateways:
             return self.keystore.get(session, key_id)
         except KeystoreError:
             return None
+
+    def key_status(self, session: Session, key_id: str) -> KeyStatus | None:
+        """Exchange, kind, status and generation of a key in one cheap read (no unsealing)."""
+        return self.keystore.status_of(session, key_id)
+
+    def sign_create_order(
+        self,
+        session: Session,
+        key: KeyStatus,
+        symbol: str,
+        side: str,
+        order_type: str,
+        amount: Decimal,
+        price: Decimal | None,
+        client_order_id: str,
+    ) -> Any:
+        """Sign (never send) an order inside the caller's decision transaction: the request
+        leaves the process only after that transaction commits."""
+
+        def load() -> Any:
+            return self.keystore.credentials(session, key.key_id)
+
+        gateway = self.pool.for_key(self.settings(key.exchange), key.key_id, key.generation, load)
+        return gateway.create_order(
+            symbol, side, order_type, amount, price, client_order_id, sign_only=True
+        )
 
     def _for_key(self, key_id: str, exchange: str) -> ExchangeGateway:
         with read_session(self.engine) as s:

@@ -42,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from signer import fastsql
 from signer.db import Base, check_private_path, is_sqlite
 from signer.errors import ConfigError, KeystoreError
 
@@ -144,6 +145,17 @@ class Credentials:
         return f"Credentials(api_key={self.api_key!r}, secret=<hidden>, password={password})"
 
     __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    """A key's routing facts for the hot path: which exchange, what kind, live or not."""
+
+    key_id: str
+    exchange: str
+    kind: str
+    status: str
+    generation: int
 
 
 @dataclass(frozen=True)
@@ -540,6 +552,12 @@ class Keystore:
 
     def get(self, session: Session, key_id: str) -> KeyInfo:
         return self._info(self._row(session, key_id))
+
+    def status_of(self, session: Session, key_id: str) -> KeyStatus | None:
+        """The few columns a signing decision needs, in one Core read (no unsealing)."""
+        sql = "SELECT exchange, kind, status, generation FROM exchange_keys WHERE key_id = ?"
+        row = fastsql.run(session, sql, (key_id,)).first()
+        return None if row is None else KeyStatus(key_id, row[0], row[1], row[2], int(row[3]))
 
     def credentials(self, session: Session, key_id: str) -> Credentials:
         """Unseal a key for signing. Only an active key has usable credentials."""

@@ -17,11 +17,13 @@ the order rows themselves, i.e. at most ~25 + 59 bucket rows per symbol plus one
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 
-from sqlalchemy import BigInteger, Boolean, Index, Integer, String, Text, delete, func, select
+from sqlalchemy import BigInteger, Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from signer import fastsql
 from signer.db import Base
 from signer.errors import InvalidRequest
 from signer.policy import Policy, Usage, canonical
@@ -85,6 +87,40 @@ class TokenBucket(Base):
 
 TABLES = [LimitOrder.__table__, NotionalBucket.__table__, TokenBucket.__table__]
 
+# The per-decision statements, as plain SQL (see `signer.fastsql`).
+_WINDOW_SQL = (
+    "SELECT symbol, notional FROM limit_notional_buckets"
+    " WHERE key_id = ? AND width_ms = ? AND start_ms >= ?"
+    " UNION ALL SELECT symbol, notional FROM limit_notional_buckets"
+    " WHERE key_id = ? AND width_ms = ? AND start_ms >= ? AND start_ms < ?"
+    " UNION ALL SELECT symbol, notional FROM limit_orders"
+    " WHERE key_id = ? AND created_ms > ? AND created_ms < ? AND counted = ?"
+)
+_OPEN_AND_TOKENS_SQL = (  # open-order count and the token bucket (if any) in one round trip
+    "SELECT (SELECT count(*) FROM limit_orders WHERE key_id = ? AND is_open = ?),"
+    " b.units, b.updated_ms, b.rate_per_minute, b.capacity"
+    " FROM (SELECT 1 AS one) AS x LEFT OUTER JOIN limit_token_buckets b ON b.key_id = ?"
+)
+_BUCKET_PK = "key_id = ? AND symbol = ? AND width_ms = ? AND start_ms = ?"
+_BUCKET_GET_SQL = f"SELECT notional FROM limit_notional_buckets WHERE {_BUCKET_PK}"
+_BUCKET_UPDATE_SQL = f"UPDATE limit_notional_buckets SET notional = ? WHERE {_BUCKET_PK}"
+_BUCKET_INSERT_SQL = (
+    "INSERT INTO limit_notional_buckets (key_id, symbol, width_ms, start_ms, notional)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+_ORDER_INSERT_SQL = (
+    "INSERT INTO limit_orders (key_id, client_order_id, symbol, side, notional, counted,"
+    " created_ms, status, is_open) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_TOKENS_INSERT_SQL = (
+    "INSERT INTO limit_token_buckets (key_id, units, updated_ms, rate_per_minute, capacity)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+_TOKENS_UPDATE_SQL = (
+    "UPDATE limit_token_buckets SET units = ?, updated_ms = ?, rate_per_minute = ?,"
+    " capacity = ? WHERE key_id = ?"
+)
+
 
 def _exact() -> Context:
     return Context(prec=1000, traps=[Inexact, InvalidOperation])
@@ -101,28 +137,12 @@ def window_by_symbol(session: Session, key_id: str, now_ms: int) -> dict[str, De
     first_full_hour = (cutoff // HOUR_MS + 1) * HOUR_MS
     first_full_minute = (cutoff // MINUTE_MS + 1) * MINUTE_MS
     parts: dict[str, list[str]] = defaultdict(list)
-    b = NotionalBucket
-    rows = session.execute(
-        select(b.symbol, b.notional).where(
-            b.key_id == key_id, b.width_ms == HOUR_MS, b.start_ms >= first_full_hour
-        )
-    ).all()
-    rows += session.execute(
-        select(b.symbol, b.notional).where(
-            b.key_id == key_id,
-            b.width_ms == MINUTE_MS,
-            b.start_ms >= first_full_minute,
-            b.start_ms < first_full_hour,
-        )
-    ).all()
-    o = LimitOrder
-    rows += session.execute(
-        select(o.symbol, o.notional).where(
-            o.key_id == key_id,
-            o.created_ms > cutoff,
-            o.created_ms < first_full_minute,
-            o.counted.is_(True),
-        )
+    rows = fastsql.run(
+        session,
+        _WINDOW_SQL,
+        (key_id, HOUR_MS, first_full_hour)
+        + (key_id, MINUTE_MS, first_full_minute, first_full_hour)
+        + (key_id, cutoff, first_full_minute, True),
     ).all()
     for symbol, notional in rows:
         parts[symbol].append(notional)
@@ -130,12 +150,28 @@ def window_by_symbol(session: Session, key_id: str, now_ms: int) -> dict[str, De
 
 
 def _open_orders(session: Session, key_id: str) -> int:
-    o = LimitOrder
-    query = select(func.count()).select_from(o).where(o.key_id == key_id, o.is_open.is_(True))
-    return int(session.execute(query).scalar_one())
+    sql = "SELECT count(*) FROM limit_orders WHERE key_id = ? AND is_open = ?"
+    return int(fastsql.run(session, sql, (key_id, True)).scalar_one())
 
 
-def _tokens_now(row: TokenBucket | None, now_ms: int, rate: int, capacity: int) -> int:
+@dataclass(frozen=True)
+class _Bucket:
+    units: int
+    updated_ms: int
+    rate_per_minute: int
+    capacity: int
+
+
+def _token_bucket(session: Session, key_id: str) -> _Bucket | None:
+    sql = (
+        "SELECT units, updated_ms, rate_per_minute, capacity FROM limit_token_buckets "
+        "WHERE key_id = ?"
+    )
+    row = fastsql.run(session, sql, (key_id,)).first()
+    return None if row is None else _Bucket(*(int(v) for v in row))
+
+
+def _tokens_now(row: _Bucket | None, now_ms: int, rate: int, capacity: int) -> int:
     """Units in the bucket at `now_ms` (full when never used; no refill if the clock went back)."""
     if row is None:
         return capacity * TOKEN_UNITS
@@ -151,7 +187,9 @@ def _as_tokens(units: int) -> Decimal:
 def usage(session: Session, key_id: str, symbol: str, now_ms: int, policy: Policy | None) -> Usage:
     """The counters an intent on `symbol` is checked against (read under the write lock)."""
     by_symbol = window_by_symbol(session, key_id, now_ms)
-    bucket = session.get(TokenBucket, key_id)
+    row = fastsql.run(session, _OPEN_AND_TOKENS_SQL, (key_id, True, key_id)).one()
+    open_orders = int(row[0])
+    bucket = None if row[1] is None else _Bucket(*(int(v) for v in row[1:]))
     if policy is not None:
         units = _tokens_now(bucket, now_ms, policy.orders_per_minute, policy.burst)
     elif bucket is not None:
@@ -161,13 +199,14 @@ def usage(session: Session, key_id: str, symbol: str, now_ms: int, policy: Polic
     return Usage(
         notional_24h_key=_sum([canonical(v) for v in by_symbol.values()]),
         notional_24h_symbol=by_symbol.get(symbol, Decimal(0)),
-        open_orders=_open_orders(session, key_id),
+        open_orders=open_orders,
         tokens=_as_tokens(units),
     )
 
 
 def order_exists(session: Session, key_id: str, client_order_id: str) -> bool:
-    return session.get(LimitOrder, (key_id, client_order_id)) is not None
+    sql = "SELECT 1 FROM limit_orders WHERE key_id = ? AND client_order_id = ?"
+    return fastsql.run(session, sql, (key_id, client_order_id)).first() is not None
 
 
 def _add_to_bucket(
@@ -175,22 +214,16 @@ def _add_to_bucket(
 ) -> bool:
     """Add `delta` to the bucket holding `t_ms`; returns True when the bucket was created."""
     start = t_ms // width * width
-    row = session.get(NotionalBucket, (key_id, symbol, width, start))
+    pk = (key_id, symbol, width, start)
+    row = fastsql.run(session, _BUCKET_GET_SQL, pk).first()
     if row is None:
         if delta.is_signed():
             return False  # bucket already pruned: that notional no longer counts anyway
-        session.add(
-            NotionalBucket(
-                key_id=key_id,
-                symbol=symbol,
-                width_ms=width,
-                start_ms=start,
-                notional=canonical(delta),
-            )
-        )
+        fastsql.run(session, _BUCKET_INSERT_SQL, (*pk, canonical(delta)))
         return True
     with localcontext(_exact()):
-        row.notional = canonical(Decimal(row.notional) + delta)
+        total = canonical(Decimal(row[0]) + delta)
+    fastsql.run(session, _BUCKET_UPDATE_SQL, (total, *pk))
     return False
 
 
@@ -203,55 +236,40 @@ def record_allowed(
     notional: Decimal,
     now_ms: int,
     policy: Policy,
+    *,
+    checked_new: bool = False,
 ) -> None:
     """Count an allowed order: notional into the windows, one token, one open-order slot.
 
     Raises DuplicateClientOrderId if the key already used `client_order_id` (nothing changes).
+    `checked_new` skips that look-up when the caller made it in this same transaction (the
+    primary key still refuses a duplicate insert).
     """
     if not isinstance(notional, Decimal) or not notional.is_finite() or notional.is_signed():
         raise ValueError(f"notional: {notional!r} is not a finite decimal >= 0")
-    if order_exists(session, key_id, client_order_id):
+    if not checked_new and order_exists(session, key_id, client_order_id):
         raise DuplicateClientOrderId(
             f"client_order_id: {client_order_id!r} was already used on key {key_id!r}"
         )
-    session.add(
-        LimitOrder(
-            key_id=key_id,
-            client_order_id=client_order_id,
-            symbol=symbol,
-            side=side,
-            notional=canonical(notional),
-            counted=True,
-            created_ms=now_ms,
-            status="pending",
-            is_open=True,
-        )
+    fastsql.run(
+        session,
+        _ORDER_INSERT_SQL,
+        (key_id, client_order_id, symbol, side, canonical(notional), True, now_ms, "pending", True),
     )
     _add_to_bucket(session, key_id, symbol, MINUTE_MS, now_ms, notional)
     if _add_to_bucket(session, key_id, symbol, HOUR_MS, now_ms, notional):
         # Once an hour per (key, symbol): drop buckets that left the window (one hour margin).
         horizon = ((now_ms - WINDOW_MS) // HOUR_MS - 1) * HOUR_MS
-        b = NotionalBucket
-        session.execute(
-            delete(b).where(b.key_id == key_id, b.symbol == symbol, b.start_ms < horizon)
-        )
-    bucket = session.get(TokenBucket, key_id)
+        sql = "DELETE FROM limit_notional_buckets WHERE key_id = ? AND symbol = ? AND start_ms < ?"
+        fastsql.run(session, sql, (key_id, symbol, horizon))
+    bucket = _token_bucket(session, key_id)
     units = _tokens_now(bucket, now_ms, policy.orders_per_minute, policy.burst) - TOKEN_UNITS
+    rate, cap = policy.orders_per_minute, policy.burst
     if bucket is None:
-        session.add(
-            TokenBucket(
-                key_id=key_id,
-                units=units,
-                updated_ms=now_ms,
-                rate_per_minute=policy.orders_per_minute,
-                capacity=policy.burst,
-            )
-        )
+        fastsql.run(session, _TOKENS_INSERT_SQL, (key_id, units, now_ms, rate, cap))
     else:
-        bucket.units = units
-        bucket.updated_ms = max(bucket.updated_ms, now_ms)
-        bucket.rate_per_minute = policy.orders_per_minute
-        bucket.capacity = policy.burst
+        updated = max(bucket.updated_ms, now_ms)
+        fastsql.run(session, _TOKENS_UPDATE_SQL, (units, updated, rate, cap, key_id))
 
 
 def record_outcome(session: Session, key_id: str, client_order_id: str, status: str) -> None:
@@ -284,7 +302,7 @@ def record_outcome(session: Session, key_id: str, client_order_id: str, status: 
 def counters_snapshot(session: Session, key_id: str, now_ms: int) -> dict[str, object]:
     """JSON-ready counters for GetPolicy and checks (tokens under the last-used rate/capacity)."""
     by_symbol = window_by_symbol(session, key_id, now_ms)
-    bucket = session.get(TokenBucket, key_id)
+    bucket = _token_bucket(session, key_id)
     units = (
         None
         if bucket is None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from signer import fastsql
 from signer import quorum as _quorum  # noqa: F401 - registers the quorum and proposal tables
 from signer.db import Base
 from signer.errors import ConfigError
@@ -104,13 +105,12 @@ class BotInfo:
 
 
 def current_policy(session: Session, key_id: str) -> CurrentPolicy | None:
-    row = session.scalars(
-        select(PolicyVersionRow)
-        .where(PolicyVersionRow.key_id == key_id)
-        .order_by(PolicyVersionRow.version.desc())
-        .limit(1)
-    ).first()
-    return None if row is None else CurrentPolicy(row.key_id, row.version, row.policy_json)
+    sql = (  # plain SQL, not ORM objects: this is on every decision's path
+        "SELECT version, policy_json FROM key_policies WHERE key_id = ?"
+        " ORDER BY version DESC LIMIT 1"
+    )
+    row = fastsql.run(session, sql, (key_id,)).first()
+    return None if row is None else CurrentPolicy(key_id, int(row[0]), row[1])
 
 
 def put_policy(
@@ -153,13 +153,23 @@ def policy_history(session: Session, key_id: str) -> list[PolicyVersionRow]:
 
 
 def global_frozen(session: Session) -> bool:
-    row = session.get(ControlRow, GLOBAL_FREEZE)
-    return bool(row and row.enabled)
+    sql = "SELECT enabled FROM controls WHERE name = ?"
+    return bool(fastsql.run(session, sql, (GLOBAL_FREEZE,)).scalar())
+
+
+def freezes(session: Session, key_id: str) -> tuple[bool, bool]:
+    """(global freeze on, `key_id` frozen), in one round trip for the signing path."""
+    sql = (
+        "SELECT (SELECT enabled FROM controls WHERE name = ?),"
+        " (SELECT frozen FROM key_freezes WHERE key_id = ?)"
+    )
+    row = fastsql.run(session, sql, (GLOBAL_FREEZE, key_id)).one()
+    return bool(row[0]), bool(row[1])
 
 
 def key_frozen(session: Session, key_id: str) -> bool:
-    row = session.get(KeyFreezeRow, key_id)
-    return bool(row and row.frozen)
+    sql = "SELECT frozen FROM key_freezes WHERE key_id = ?"
+    return bool(fastsql.run(session, sql, (key_id,)).scalar())
 
 
 def set_global_freeze(
@@ -206,17 +216,18 @@ def frozen_keys(session: Session) -> list[str]:
 
 
 def get_bot(session: Session, bot_id: str) -> BotInfo | None:
-    row = session.get(BotRow, bot_id)
-    if row is None:
-        return None
-    keys = tuple(
-        session.scalars(
-            select(BotGrantRow.key_id)
-            .where(BotGrantRow.bot_id == bot_id)
-            .order_by(BotGrantRow.key_id)
-        )
+    """A bot and its grants in one round trip (outer join; Core rows, no ORM objects)."""
+    sql = (
+        "SELECT b.public_key_hex, b.status, b.created_ms, g.key_id FROM bots b"
+        " LEFT OUTER JOIN bot_grants g ON g.bot_id = b.bot_id WHERE b.bot_id = ?"
+        " ORDER BY g.key_id"
     )
-    return BotInfo(row.bot_id, row.public_key_hex, row.status, keys, row.created_ms)
+    rows = fastsql.run(session, sql, (bot_id,)).all()
+    if not rows:
+        return None
+    keys = tuple(r[3] for r in rows if r[3] is not None)
+    first = rows[0]
+    return BotInfo(bot_id, first[0], first[1], keys, int(first[2]))
 
 
 def bot_may_use(session: Session, bot_id: str, key_id: str) -> bool:
