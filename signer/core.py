@@ -538,6 +538,18 @@ class SignerCore(ReadOps):
         with self.txn() as s:
             self._append_outcome(s, decision_seq, key_id, coid, action, status, **extra)
 
+    def _record_late_outcome(
+        self, decision_seq: int, key_id: str, coid: str, status: str, **extra: str
+    ) -> bool:
+        """An outcome learned after the fact (reconciler, a bot's read), audited once: only
+        while the order is still pending, checked under the write lock, so two replicas (or a
+        read and the reconciler) never both record it. Returns whether it was recorded."""
+        with self.txn() as s:
+            if limits.order_status(s, key_id, coid) != "pending":
+                return False
+            self._append_outcome(s, decision_seq, key_id, coid, "create", status, **extra)
+        return True
+
     def _append_outcome(
         self,
         s: Session,

@@ -209,6 +209,13 @@ def order_exists(session: Session, key_id: str, client_order_id: str) -> bool:
     return fastsql.run(session, sql, (key_id, client_order_id)).first() is not None
 
 
+def order_status(session: Session, key_id: str, client_order_id: str) -> str | None:
+    """The ledger status of one order ("pending" = allowed, outcome not yet recorded)."""
+    sql = "SELECT status FROM limit_orders WHERE key_id = ? AND client_order_id = ?"
+    row = fastsql.run(session, sql, (key_id, client_order_id)).first()
+    return None if row is None else str(row[0])
+
+
 def _add_to_bucket(
     session: Session, key_id: str, symbol: str, width: int, t_ms: int, delta: Decimal
 ) -> bool:

@@ -7,10 +7,15 @@ Successful reads are not audited; refused ones are.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session
 
 from bulkhead.signer.v1 import signer_pb2 as pb
 from signer import intents, limits, state
+from signer.auditlog import records_for_client_order_id
+from signer.db import read_session
 from signer.errors import ExchangeError, InvalidRequest, PermissionDenied
 
 if TYPE_CHECKING:
@@ -73,11 +78,19 @@ class ReadOps:
         ]
         if not done:
             return
-        with self.txn() as s:
-            for o in done:
-                if limits.order_exists(s, key_id, o.get("client_order_id", "")):
-                    st = {"expired": "canceled"}.get(o["status"], o["status"])
-                    limits.record_outcome(s, key_id, o["client_order_id"], st)
+        for o in done:
+            coid = o.get("client_order_id", "")
+            status = {"expired": "canceled"}.get(o["status"], o["status"])
+            with read_session(self.engine) as s:
+                known = limits.order_status(s, key_id, coid)
+                seq = allowed_decision_seq(s, key_id, coid) if known == "pending" else 0
+            if known == "pending":  # no outcome in the log yet: this read supplies it, audited
+                extra = {"exchange_order_id": o.get("exchange_order_id", "")}
+                extra["filled"] = o.get("filled", "")
+                self._record_late_outcome(seq, key_id, coid, status, reconciled="read", **extra)
+            elif known is not None:
+                with self.txn() as s:
+                    limits.record_outcome(s, key_id, coid, status)
 
     def get_policy(self: SignerCore, request: pb.SignedRequest) -> pb.PolicyView:
         self._check_envelope(request)
@@ -96,6 +109,21 @@ class ReadOps:
             used_24h_notional=str(snap.get("used_24h_notional", "0")),
             open_orders=int(snap.get("open_orders", 0)),
         )
+
+
+def allowed_decision_seq(s: Session, key_id: str, client_order_id: str) -> int:
+    """The seq of the allow decision that created this order on this key (0 if none)."""
+    for rec in records_for_client_order_id(s, client_order_id):
+        body = json.loads(rec.record_bytes)
+        payload = body.get("payload") or {}
+        if (
+            body.get("kind") == "decision"
+            and payload.get("key_id") == key_id
+            and payload.get("action") == "create"
+            and payload.get("allowed")
+        ):
+            return int(body["seq"])
+    return 0
 
 
 TRADE_FIELDS = (

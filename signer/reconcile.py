@@ -10,16 +10,15 @@ back. Orders the exchange cannot answer about stay pending and are retried on th
 
 from __future__ import annotations
 
-import json
 import logging
 
 from sqlalchemy import select
 
 from signer import limits
-from signer.auditlog import records_for_client_order_id
 from signer.core import SignerCore
 from signer.db import read_session
 from signer.errors import ExchangeError, SignerError
+from signer.reads import allowed_decision_seq
 
 log = logging.getLogger("bulkhead.signer.reconcile")
 STATUS_MAP = {
@@ -33,17 +32,7 @@ STATUS_MAP = {
 
 def _decision_seq(core: SignerCore, key_id: str, client_order_id: str) -> int:
     with read_session(core.engine) as s:
-        for rec in records_for_client_order_id(s, client_order_id):
-            body = json.loads(rec.record_bytes)
-            payload = body.get("payload") or {}
-            if (
-                body.get("kind") == "decision"
-                and payload.get("key_id") == key_id
-                and payload.get("action") == "create"
-                and payload.get("allowed")
-            ):
-                return int(body["seq"])
-    return 0
+        return allowed_decision_seq(s, key_id, client_order_id)
 
 
 def reconcile_pending(core: SignerCore, grace_ms: int, limit: int = 500) -> int:
@@ -89,14 +78,7 @@ def reconcile_pending(core: SignerCore, grace_ms: int, limit: int = 500) -> int:
             continue
         if not status:
             continue
-        core._record_outcome(
-            _decision_seq(core, key_id, coid),
-            key_id,
-            coid,
-            "create",
-            status,
-            reconciled="true",
-            **extra,
-        )
-        done += 1
+        seq = _decision_seq(core, key_id, coid)
+        if core._record_late_outcome(seq, key_id, coid, status, reconciled="true", **extra):
+            done += 1
     return done

@@ -1,7 +1,6 @@
 """Signer bugs the reliability scenarios found, each as the test that fails until it is fixed.
 
-Marked xfail(strict=True): they run every time, and the day a fix lands they XPASS, which
-fails the suite until the marker is removed. Each reason names the file and the proposed fix.
+Each was a strict xfail until its fix landed; they stay as regression tests.
 """
 
 from __future__ import annotations
@@ -42,14 +41,6 @@ def test_a_signer_started_on_a_read_only_store_refuses_in_one_clear_line(tmp_pat
     assert "read-only" in lines[0] or "database" in lines[0], lines
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: signer/reads.py _sync_ledger moves a *pending* order (allowed, outcome unknown) "
-    "to closed/canceled without an audit record, so the reconciler (which only looks at pending "
-    "orders) never writes its outcome: the log never says the order reached the exchange. Fix: "
-    "leave pending orders to the reconciler, or record them through core._record_outcome "
-    "(reconciled='read') as reconcile.py does",
-)
 def test_an_order_read_before_reconciliation_still_gets_an_audited_outcome(
     tmp_path: Path,
 ) -> None:
