@@ -35,10 +35,28 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+# Where the workplace keeps the shared data when the repository is cloned elsewhere (CI).
+WORKPLACE_DATA = Path("/work/shared/data")
+
+
 def find_data_dir(explicit: Path | None = None) -> Path:
-    """../shared/data beside the repository (or `explicit`), with every candle file present."""
-    data = explicit or (repo_root().parent / "shared" / "data")
+    """../shared/data beside the repository (or `explicit`), with every candle file present.
+
+    A clone outside the workplace (CI clones to a temporary directory) falls back to the
+    workplace's own shared/data."""
+    beside_repo = repo_root().parent / "shared" / "data"
+    candidates = [explicit] if explicit else [beside_repo, WORKPLACE_DATA]
+    for data in candidates:
+        if all((data / name).is_file() for _, name in MARKETS.values()):
+            return data
+    data = candidates[0]
     missing = [name for _, name in MARKETS.values() if not (data / name).is_file()]
+    raise DemoSetupError(
+        f"candle data not found: {data} lacks {', '.join(missing)}; the demo replays real "
+        "freqtrade 1h candles from ../shared/data (relative to the repository root); "
+        "pass --data DIR to use another directory"
+    )
+    data = candidates[0]
     if missing:
         raise DemoSetupError(
             f"candle data not found: {data} lacks {', '.join(missing)}; the demo replays real "

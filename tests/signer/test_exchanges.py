@@ -630,6 +630,7 @@ def test_debug_logging_shows_no_key_or_signature(standin, caplog) -> None:
     server = standin(binance_app(hmac_check(SECRET)))
     gateway = binance_gateway(server)
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="urllib3")  # another component may have quietened it
     gateway.fetch_order("BTC/USDT", "bot1-0008")
     gateway.create_order(
         "BTC/USDT", "buy", "limit", Decimal("1"), Decimal("1"), "bot1-0009", sign_only=False
