@@ -18,7 +18,7 @@ from sqlalchemy import BigInteger, String, delete
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from bulkhead.contract import ADMIN_SIGNING_CONTEXT, BOT_SIGNING_CONTEXT
-from signer import state
+from signer import fastsql, state
 from signer.db import Base
 from signer.errors import AuthError
 
@@ -110,12 +110,16 @@ def authenticate(
             "from the signer's "
             f"clock; allowed skew is +/-{skew_ms} ms",
         )
-    if session.get(NonceRow, (header.principal, header.nonce)) is not None:
+    key = (header.principal, header.nonce)
+    if fastsql.run(session, _NONCE_SEEN_SQL, key).first() is not None:
         raise AuthError(
             "replayed_nonce", f"nonce {header.nonce} was already used by {header.principal}"
         )
-    session.add(NonceRow(principal=header.principal, nonce=header.nonce, ts_ms=header.timestamp_ms))
-    session.flush()
+    fastsql.run(session, _NONCE_INSERT_SQL, (*key, header.timestamp_ms))
+
+
+_NONCE_SEEN_SQL = "SELECT 1 FROM nonces WHERE principal = ? AND nonce = ?"
+_NONCE_INSERT_SQL = "INSERT INTO nonces (principal, nonce, ts_ms) VALUES (?, ?, ?)"
 
 
 def prune_nonces(session: Session, now_ms: int, skew_ms: int = DEFAULT_SKEW_MS) -> int:
