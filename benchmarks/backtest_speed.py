@@ -1,8 +1,9 @@
 """Backtest speed: candles per second for the fast and the reference path, as JSON.
 
 A year of 1-minute candles (525,600) is synthesised from the real BTCUSDT_1m.csv by tiling it,
-every other copy played backwards so the path stays continuous. One DCA and one grid bot run
-on it through both drivers; the run also checks that both produced identical fills and deals.
+every other copy played backwards so the path stays continuous. One DCA and two grid bots (30
+and 100 levels) run on it through both drivers; the run also checks that both produced identical
+fills and deals.
 
     .venv/bin/python benchmarks/backtest_speed.py [--candles N] [--data FILE] [--repeat R]
 """
@@ -32,6 +33,10 @@ BOTS: dict[str, dict[str, object]] = {
         "safety_step_scale": "1.2", "take_profit_pct": "1"}},
     "grid": {"type": "grid", "grid": {
         "lower": "90000", "upper": "108000", "grids": 30, "spacing": "geometric",
+        "investment": "5000"}},
+    # many levels: a fill every few candles, so the per-fill cost dominates
+    "grid100": {"type": "grid", "grid": {
+        "lower": "90000", "upper": "108000", "grids": 100, "spacing": "geometric",
         "investment": "5000"}},
 }  # fmt: skip
 

@@ -12,6 +12,7 @@ instead of placing a duplicate.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Literal, Protocol
@@ -149,10 +150,18 @@ class Deal:
         return self.proceeds - self.cost if self.closed_ms is not None else Decimal(0)
 
 
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def client_order_id(bot: str, deal: int, role: str) -> str:
     """Deterministic, exchange-safe (Binance: [A-Za-z0-9_-]{1,36}) id for one order of one deal."""
     text = f"{bot[:14]}-{deal}-{role}"
-    cleaned = "".join(c if c.isalnum() or c in "_-" else "_" for c in text)
+    # the common all-safe case skips the per-character rewrite (hot in backtests)
+    cleaned = (
+        text
+        if _SAFE_ID.fullmatch(text)
+        else "".join(c if c.isalnum() or c in "_-" else "_" for c in text)
+    )
     if len(cleaned) > 36:
         raise ValueError(f"client order id {cleaned!r} is longer than 36 characters")
     return cleaned

@@ -41,7 +41,8 @@ from botengine.candles import Candles
 from botengine.model import Cancel, Deal, Fill, Intent, MarketRules, Place, Strategy, Tick
 
 _FEE_Q = Decimal("1e-8")
-_NEVER_ABOVE = np.iinfo(np.int64).max
+_NEVER_ABOVE = int(np.iinfo(np.int64).max)
+_SCAN = 24  # candles checked one by one before the vectorised search
 Mode = Literal["fast", "reference"]
 
 
@@ -137,6 +138,10 @@ class Backtest:
         self.pos = Decimal(0)  # the path's current price
         self._candle = 0
         self._ts = 0
+        # fast path: (b, a, at_ms) from `_bounds()`, valid until the next fill or intent
+        self._quiet: tuple[int, int, int | None] | None = None
+        self._floors: dict[Decimal, int] = {}  # trigger price -> scaled int (grids reuse levels)
+        self._ceils: dict[Decimal, int] = {}
 
     # --- drivers -----------------------------------------------------------------------------
 
@@ -147,6 +152,7 @@ class Backtest:
         n = len(self.c)
         stop = n if until is None else min(until, n)
         started = time.perf_counter()
+        self._quiet = None
         if self.next_index == 0 and stop > 0:
             self._first_candle()
         fast = mode == "fast"
@@ -158,7 +164,7 @@ class Backtest:
                 i = self._next_stop(i, stop)
                 if i >= stop:
                     break
-            self._process(i)
+            self._process(i, fast=fast)
             i += 1
             if self.progress is not None and i >= next_report:
                 self.progress(i, n)
@@ -195,8 +201,13 @@ class Backtest:
         self._process(0, skip_open=True)
         self.next_index = 1
 
-    def _next_stop(self, i: int, stop: int) -> int:
-        """The first candle in [i, stop) that could trigger anything, else `stop`."""
+    def _bounds(self) -> tuple[int, int, int | None]:
+        """Scaled (b, a, at_ms): a tick at v with b < v < a before at_ms triggers nothing.
+
+        Cached until the next event (a fill or an intent), which is what can change them."""
+        q = self._quiet
+        if q is not None:
+            return q
         t = self.strategy.triggers()
         below, above = t.below, t.above
         buy, sell = self._top(self._buy_heap, self.buys), self._top(self._sell_heap, self.sells)
@@ -205,17 +216,38 @@ class Backtest:
         if sell is not None and (above is None or sell.price < above):  # type: ignore[operator]
             above = sell.price
         c = self.c
+        if below is None:
+            b = -1
+        elif (b := self._floors.get(below, -2)) == -2:
+            b = self._floors[below] = c.floor_scaled(below)
+        if above is None:
+            a = _NEVER_ABOVE
+        elif (a := self._ceils.get(above, -2)) == -2:
+            a = self._ceils[above] = c.ceil_scaled(above)
+        if len(self._floors) + len(self._ceils) > 100_000:  # a drifting trailing stop
+            self._floors.clear()
+            self._ceils.clear()
+        self._quiet = q = (b, a, t.at_ms)
+        return q
+
+    def _next_stop(self, i: int, stop: int) -> int:
+        """The first candle in [i, stop) that could trigger anything, else `stop`."""
+        b, a, at_ms = self._bounds()
+        c = self.c
         limit = stop
-        if t.at_ms is not None:
-            limit = min(limit, int(np.searchsorted(c.end_ms, t.at_ms, side="left")))
+        if at_ms is not None:
+            limit = min(limit, int(np.searchsorted(c.end_ms, at_ms, side="left")))
             if limit <= i:
                 return i
-        b = -1 if below is None else c.floor_scaled(below)
-        a = _NEVER_ABOVE if above is None else c.ceil_scaled(above)
         if b < 0 and a == _NEVER_ABOVE:
             return limit
+        # most jumps are short: scan a few candles in Python before paying numpy's call costs
         low, high = c.low, c.high
-        j, width = i, 8
+        j = min(limit, i + _SCAN)
+        for n, (lo, hi) in enumerate(zip(low[i:j].tolist(), high[i:j].tolist(), strict=True)):
+            if lo <= b or hi >= a:  # b = -1 / a = int64 max never hit
+                return i + n
+        width = 64
         while j < limit:
             k = min(limit, j + width)
             if b < 0:
@@ -232,7 +264,7 @@ class Backtest:
 
     # --- one candle --------------------------------------------------------------------------
 
-    def _process(self, i: int, skip_open: bool = False) -> None:
+    def _process(self, i: int, skip_open: bool = False, fast: bool = False) -> None:
         c = self.c
         self.visited += 1
         self._candle = i
@@ -243,8 +275,24 @@ class Backtest:
         points = ((t0 + step, first), (t0 + 2 * step, second), (t0 + c.interval_ms - 1, cl))
         if not skip_open:
             points = ((t0, o), *points)
+        quiet = self._bounds() if fast else None
+        moved = None  # the scaled price the path moved to through skipped ticks
         for ts, v in points:
+            if quiet is not None:
+                # a tick strictly inside the quiet band crosses no resting order and, by the
+                # Triggers contract, makes the strategy do nothing: only the path moves
+                b, a, at_ms = quiet
+                if b < v < a and (at_ms is None or ts < at_ms):
+                    self._ts = ts
+                    moved = v
+                    continue
+            if moved is not None:
+                self.pos, moved = c.price(moved), None
             self._tick(ts, c.price(v))
+            if fast:
+                quiet = self._bounds()
+        if moved is not None:
+            self.pos = c.price(moved)
 
     def _tick(self, ts: int, price: Decimal) -> None:
         self._ts = ts
@@ -254,6 +302,7 @@ class Backtest:
         if intents:
             self._apply(intents, price)
             active = True
+        self._quiet = None  # on_price may have moved a trigger (a trailing peak) silently
         if active:
             self._after_event()
 

@@ -103,7 +103,7 @@ class GridStrategy:
         self.round_trips = 0
         self.orphan_base = Decimal(0)
         self._closed: list[Deal] = []
-        self._trig = Triggers()
+        self._trig: Triggers | None = Triggers()
 
     # --- the Strategy protocol ---------------------------------------------------------------
 
@@ -172,6 +172,8 @@ class GridStrategy:
         return out
 
     def triggers(self) -> Triggers:
+        if self._trig is None:
+            self._trig = self._compute_triggers()
         return self._trig
 
     # --- reports -----------------------------------------------------------------------------
@@ -282,9 +284,12 @@ class GridStrategy:
         self._stop_split = {}
 
     def _refresh(self) -> None:
+        """Forget the triggers; `triggers()` recomputes them once, however many fills came."""
+        self._trig = None
+
+    def _compute_triggers(self) -> Triggers:
         if self.stopped:
-            self._trig = Triggers()
-            return
+            return Triggers()
         below, above = self.params.stop_loss, self.params.take_profit
         buy = self._top(self._buys, "buy", -1)
         sell = self._top(self._sells, "sell", 1)
@@ -292,7 +297,7 @@ class GridStrategy:
             below = buy if below is None or buy > below else below
         if sell is not None:
             above = sell if above is None or sell < above else above
-        self._trig = Triggers(below, above, None)
+        return Triggers(below, above, None)
 
     def _top(self, heap: list[int], side: str, sign: int) -> Decimal | None:
         """Price of the highest buy / lowest sell; entries for changed intervals are dropped."""
