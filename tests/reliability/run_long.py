@@ -20,16 +20,23 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.reliability import authz, contention, crash, fuzz, secrets_scan, soak, storage
+from tests.reliability import (
+    authz,
+    contention,
+    crash,
+    engine_crash,
+    fuzz,
+    secrets_scan,
+    soak,
+    storage,
+)
 from tests.reliability.result import LONG, SHORT, Result, Scale, table
 
 
 def scenarios(scale: Scale, pg_url: str | None) -> dict[str, Callable[[Path], list[Result]]]:
     return {
         "crash": lambda d: [crash.run(d, scale.crash_trials)],
-        # TODO(engine kill -9): `kill_engine_during_bursts(d, trials)` -- kill -9 `bulkhead run`
-        # mid-deal, restart it, then: no duplicate order at the exchange, no lost fill, bot state
-        # equals the exchange's. To be written against the engine runtime (`bulkhead run`).
+        "engine-crash": lambda d: [engine_crash.run(d, engine_crash.kills_for(scale))],
         "storage": lambda d: [storage.run(d, scale.store_trials)],
         "contention": lambda d: [contention.run(d, scale.contention_rounds, pg_url)],
         "soak": lambda d: [

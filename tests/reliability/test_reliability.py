@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability import authz, contention, crash, fuzz, secrets_scan, soak, storage
+from tests.reliability import (
+    authz,
+    contention,
+    crash,
+    engine_crash,
+    fuzz,
+    secrets_scan,
+    soak,
+    storage,
+)
 from tests.reliability.result import Result, Scale, held
 from tests.reliability.volumes import VolumeUnavailable
 
@@ -17,6 +26,16 @@ def test_signer_killed_mid_burst_loses_no_order_and_counts_exactly(
 ) -> None:
     result = crash.run(tmp_path, scale.crash_trials, cli_every=scale.crash_trials)
     assert result.trials == scale.crash_trials
+    assert held(result), result.explain()
+
+
+def test_engine_killed_mid_trading_places_no_duplicate_loses_no_fill_and_matches_the_book(
+    tmp_path: Path, scale: Scale
+) -> None:
+    kills = engine_crash.kills_for(scale)
+    result = engine_crash.run(tmp_path, kills)
+    assert result.faults == kills and result.trials == kills
+    assert int(result.figures["fills"]) > 0  # the bots really traded around the kills
     assert held(result), result.explain()
 
 
