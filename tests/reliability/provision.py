@@ -21,10 +21,9 @@ from signer.audit import load_public_key, verify_jsonl
 from signer.auditverify import VerifyReport
 from signer.core import now_ms
 from signer.db import read_session, write_txn
-from signer.keystore import MasterKey
-from signer.server import MasterKeySource, OpenSigner, initialize, open_signer
+from signer.server import MasterKeySource, OpenSigner, open_signer
 from tests.reliability.processes import ROOT, SIGNER_MAIN, SignerProcess, SimProcess, child_env
-from tests.signer.stack import write_config
+from tests.signer.stack import init_signer
 
 OPERATOR_ID = "op-1"
 # Wide limits: the crash, soak and fuzz scenarios test the plumbing, not the caps.
@@ -81,19 +80,7 @@ def provision(
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     data_dir.chmod(0o700)
     keyfile = root / "master.key"
-    MasterKey.generate_keyfile(keyfile)
-    write_config(data_dir, sim.base_url, db_url, config_extra)
-    operator = Identity.generate(OPERATOR_ID)
-    source = MasterKeySource(keyfile=keyfile)
-    initialize(
-        data_dir,
-        source,
-        db_url=db_url,
-        kdf_profile="interactive",
-        operators=[(OPERATOR_ID, operator.public_key)],
-        actor="test",
-    )
-    opened = open_signer(data_dir, source)
+    opened, operator = init_signer(data_dir, keyfile, sim.base_url, db_url, config_extra)
     identities: dict[str, Identity] = {}
     grants: dict[str, tuple[str, ...]] = {}
     try:

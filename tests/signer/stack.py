@@ -139,6 +139,25 @@ def write_config(data_dir: Path, sim_url: str, db_url: str | None, extra: str = 
     os.chmod(path, 0o600)
 
 
+def init_signer(
+    data_dir: Path, keyfile: Path, sim_url: str, db_url: str | None, config_extra: str = ""
+) -> tuple[OpenSigner, Identity]:
+    """`bulkhead-signer init` with a fresh key file and one operator, then open the signer."""
+    MasterKey.generate_keyfile(keyfile)
+    write_config(data_dir, sim_url, db_url, config_extra)
+    operator = Identity.generate(OPERATOR_ID)
+    source = MasterKeySource(keyfile=keyfile)
+    initialize(
+        data_dir,
+        source,
+        db_url=db_url,
+        kdf_profile="interactive",
+        operators=[(OPERATOR_ID, operator.public_key)],
+        actor="test",
+    )
+    return open_signer(data_dir, source), operator
+
+
 def build_stack(
     root: Path,
     db_url: str | None = None,
@@ -152,19 +171,7 @@ def build_stack(
     data_dir = root / "signer-data"
     data_dir.mkdir(mode=0o700)
     keyfile = root / "master.key"
-    MasterKey.generate_keyfile(keyfile)
-    write_config(data_dir, sim.base_url, db_url, config_extra)
-    operator = Identity.generate(OPERATOR_ID)
-    source = MasterKeySource(keyfile=keyfile)
-    initialize(
-        data_dir,
-        source,
-        db_url=db_url,
-        kdf_profile="interactive",
-        operators=[(OPERATOR_ID, operator.public_key)],
-        actor="test",
-    )
-    opened = open_signer(data_dir, source)
+    opened, operator = init_signer(data_dir, keyfile, sim.base_url, db_url, config_extra)
     with write_txn(opened.engine) as s:
         opened.keystore.add_hmac(s, KEY_ID, "binance", account.api_key, account.secret)
         opened.audit.append(
