@@ -45,6 +45,11 @@ _SEQ_TYPE = BigInteger().with_variant(Integer, "sqlite")  # SQLite: the seq is t
 _LOCK_CHECKED = WRITE_LOCK_TXN  # set by write_txn itself, or here after one check
 _EXPORT_BATCH = 1000
 # The two statements of every append, as plain SQL (see `signer.fastsql`).
+# session.info: ((transaction, savepoint), seq, hash) of the last record this transaction
+# appended, so the next append in it needs no head read. A different savepoint (or none, after
+# an ORM savepoint ended) re-reads it; a raw SAVEPOINT rollback calls `forget_cached_head`.
+_HEAD_KEY = "bulkhead.audit.head"
+
 _HEAD_SQL = "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1"
 _INSERT_SQL = (
     "INSERT INTO audit_records (seq, ts_ms, kind, record, hash, sig, client_order_id)"
@@ -162,7 +167,14 @@ class AuditLog:
             raise AuditFormatError(f"payload must be a dict, got {type(payload).__name__}")
         ts = _now() if now_ms is None else now_ms
         _require_write_lock(session)
-        size, prev = (after.seq, after.hash) if after is not None else self.head(session)
+        txn = (session.get_transaction(), session.get_nested_transaction())
+        cached = session.info.get(_HEAD_KEY)
+        if after is not None:
+            size, prev = after.seq, after.hash
+        elif cached is not None and cached[0][0] is txn[0] and cached[0][1] is txn[1]:
+            size, prev = cached[1], cached[2]
+        else:
+            size, prev = self.head(session)
         seq = size + 1
         record_bytes = build_record(seq, ts, kind, prev, payload)
         digest = record_hash(record_bytes)
@@ -180,6 +192,7 @@ class AuditLog:
             fastsql.run(session, _INSERT_SQL, tuple(row.values()))
         except SQLAlchemyError as exc:
             raise AuditUnavailable(f"audit record {seq} could not be written") from exc
+        session.info[_HEAD_KEY] = (txn, seq, digest)
         return AppendedRecord(seq=seq, hash=digest)
 
     def head(self, session: Session) -> tuple[int, str]:
@@ -270,6 +283,11 @@ def stored_tree_heads(session: Session) -> list[SignedTreeHead]:
 
 def _now() -> int:
     return now_ms()
+
+
+def forget_cached_head(session: Session) -> None:
+    """After a rollback to a savepoint: the next append re-reads the head from the database."""
+    session.info.pop(_HEAD_KEY, None)
 
 
 def _require_write_lock(session: Session) -> None:

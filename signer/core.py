@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -38,6 +39,7 @@ from signer.errors import (
 )
 from signer.exchanges import SignedHttp
 from signer.gateways import Gateways
+from signer.groupcommit import GroupCommitter
 from signer.hotcache import parsed_policy
 from signer.keystore import KeyStatus
 from signer.marketdata import ReferencePrices
@@ -56,6 +58,9 @@ _LEDGER_STATUS = {
     },
     "cancel": {"canceled": "canceled", "closed": "closed"},
 }
+
+
+T = TypeVar("T")
 
 
 def now_ms() -> int:
@@ -93,6 +98,7 @@ class SignerCore(ReadOps):
         self.refs = ReferencePrices(self.gateways.ticker_price)
         self._prune_lock = threading.Lock()
         self._requests = 0
+        self.commits = GroupCommitter(self.txn)
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -185,6 +191,34 @@ class SignerCore(ReadOps):
             raise
         self._maybe_prune()
 
+    def _decided(
+        self,
+        header: Header,
+        key_id: str,
+        request: pb.SignedRequest,
+        method: str,
+        body: Callable[[Session, int], T],
+    ) -> T:
+        """Authenticate and run `body(session, now)` as one decision of a group commit
+        (see `signer.groupcommit`): returns only once its transaction has committed. A refusal
+        (authentication, grant) is undone with its nonce and audited in its own transaction."""
+        now = self.clock()
+
+        def work(s: Session) -> T:
+            self._auth_bot(s, header, key_id, request, method, now)
+            return body(s, now)
+
+        try:
+            result = self.commits.run(work)
+        except AuthError as e:
+            self._record_refusal("auth_denied", e.rule_id, str(e), header, key_id, request)
+            raise
+        except PermissionDenied as e:
+            self._record_refusal("permission_denied", e.rule_id, str(e), header, key_id, request)
+            raise
+        self._maybe_prune()
+        return result
+
     def _maybe_prune(self) -> None:
         with self._prune_lock:
             self._requests += 1
@@ -227,13 +261,16 @@ class SignerCore(ReadOps):
         key_id = intent.header.key_id
         ref, market_reasons = self._prefetch(key_id, fields)
 
-        signed: SignedHttp | str | None = None
-        with self._authenticated(header, key_id, request, "SubmitOrder") as (s, now):
+
+        def decide(s: Session, now: int) -> tuple[Verdict, SignedHttp | str | None]:
             verdict, key = self._decide(
                 s, header, key_id, fields, mode, ref, market_reasons, request, now
             )
             if verdict.decision.allowed and mode == "sign-only" and key is not None:
-                signed = self._sign_in_txn(s, verdict, key, fields)
+                return verdict, self._sign_in_txn(s, verdict, key, fields)
+            return verdict, None
+
+        verdict, signed = self._decided(header, key_id, request, "SubmitOrder", decide)
         reply = pb.OrderReply(decision=self._decision_pb(verdict))
         if not verdict.decision.allowed:
             return reply
@@ -442,7 +479,7 @@ class SignerCore(ReadOps):
         mode = intents.mode_of(intent.mode, self.config.default_mode)
         key_id = intent.header.key_id
 
-        with self._authenticated(header, key_id, request, "CancelOrder") as (s, now):
+        def decide(s: Session, now: int) -> Verdict:
             # Cancelling only reduces exposure, so freezes and caps do not apply to it.
             _, reasons = self._key_checks(s, key_id, exchange)
             if not limits.order_exists(s, key_id, coid):
@@ -470,7 +507,10 @@ class SignerCore(ReadOps):
                 },
                 now,
             )
-            verdict = Verdict(decision, rec.seq, pol.version if pol else 0)
+            return Verdict(decision, rec.seq, pol.version if pol else 0)
+
+        verdict = self._decided(header, key_id, request, "CancelOrder", decide)
+        decision = verdict.decision
         reply = pb.OrderReply(decision=self._decision_pb(verdict))
         if not decision.allowed:
             return reply
