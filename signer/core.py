@@ -261,7 +261,6 @@ class SignerCore(ReadOps):
         key_id = intent.header.key_id
         ref, market_reasons = self._prefetch(key_id, fields)
 
-
         def decide(s: Session, now: int) -> tuple[Verdict, SignedHttp | str | None]:
             verdict, key = self._decide(
                 s, header, key_id, fields, mode, ref, market_reasons, request, now

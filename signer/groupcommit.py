@@ -113,4 +113,3 @@ def _batch_failure(e: BaseException) -> BaseException:
     if isinstance(e, SignerError):
         return e
     return AuditUnavailable(f"audit store unavailable ({type(e).__name__}); nothing was signed")
-
