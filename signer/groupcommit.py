@@ -57,6 +57,12 @@ class GroupCommitter:
         self.batches = 0  # transactions committed (or attempted), for benchmarks and tests
         self.decisions = 0
 
+    @property
+    def queued(self) -> int:
+        """Decisions waiting for a leader (a gauge for operators, and for tests)."""
+        with self._queue_lock:
+            return len(self._queue)
+
     def run(self, work: Callable[[Session], T]) -> T:
         """Run `work(session)` inside a committed write transaction and return its result.
 
