@@ -97,6 +97,19 @@ def signing_figures(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 fig(f"overhead vs ccxt in-bot signing, p50, 1 client, {where}",
                     one.get("overhead_p50_ms"), "ms", None)
             )  # fmt: skip
+            health = backend.get("grpc_health_check", {}).get(transport, {})
+            out.append(
+                fig(f"gRPC alone (empty health check) p50, 1 client, {where}",
+                    health.get("1", {}).get("p50_ms"), "ms", None)
+            )  # fmt: skip
+            out.append(
+                fig(f"gRPC alone (empty health check) calls/s, 8 clients, {where}",
+                    health.get("8", {}).get("orders_per_s"), "calls/s", None)
+            )  # fmt: skip
+            out.append(
+                fig(f"signer CPU per order, 8 clients, {where}",
+                    cells.get((transport, 8), {}).get("server_cpu_ms_per_request"), "ms", None)
+            )  # fmt: skip
             for n in (8, 32):
                 cell = cells.get((transport, n), {})
                 goal = floor[db] if n == 8 else None

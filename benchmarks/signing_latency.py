@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import statistics
 import sys
@@ -75,7 +76,18 @@ def layout(clients: int) -> list[int]:
     return [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
 
 
-def run_cell(pool: ClientPool, base: Job, clients: int, duration: float) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_cell(
+    pool: ClientPool, base: Job, clients: int, duration: float, server_pid: int | None = None
+) -> dict[str, Any]:
+    """One cell; with `server_pid`, also the server's CPU per answered request (warm-up and
+    measured requests alike, over the whole cell)."""
+    cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
     start_at = time.time() + 3.0 + 0.1 * clients  # room for connecting and warming up
     jobs, first = [], 0
     for p, threads in enumerate(layout(clients)):
@@ -93,7 +105,14 @@ def run_cell(pool: ClientPool, base: Job, clients: int, duration: float) -> dict
                 }
             )
         )
-    return summarize(pool.run(jobs), start_at, start_at + duration)
+    results = pool.run(jobs)
+    out = summarize(results, start_at, start_at + duration)
+    if server_pid and out.get("n"):
+        answered = out["n"] + sum(j.warmup * j.threads for j in jobs)
+        out["server_cpu_ms_per_request"] = round(
+            (cpu_seconds(server_pid) - cpu0) * 1e3 / answered, 3
+        )
+    return out
 
 
 def bench_backend(
@@ -138,10 +157,13 @@ def bench_backend(
                 }
             )
             health = Job(**{**job.__dict__, "kind": "health", "tag": "h"})
-            floors[transport] = run_cell(pool, health, 1, min(duration, 2.0))
+            pid = rig.proc.pid if rig.proc is not None else None
+            floors[transport] = {
+                str(n): run_cell(pool, health, n, min(duration, 2.0), pid) for n in clients
+            }
             for n in clients:
                 job = Job(**{**job.__dict__, "tag": f"{transport[0]}{n}"})
-                cell = run_cell(pool, job, n, duration)
+                cell = run_cell(pool, job, n, duration, pid)
                 base = baseline[str(n)]
                 if cell.get("n") and base.get("n"):
                     for q in ("p50", "p99"):
@@ -154,7 +176,7 @@ def bench_backend(
             "rss_mb_after": rss,
             "baseline_ccxt_sign": baseline,
             "baseline_ccxt_create_order_1_client": baseline_create,
-            "grpc_health_check_1_client": floors,
+            "grpc_health_check": floors,
             "cells": cells,
         }
     finally:

@@ -188,8 +188,8 @@ class AuditLog:
             "sig": sig,
             "client_order_id": client_order_id_of(payload),
         }
-        try:  # a plain insert runs now (no ORM unit of work), so a failure surfaces here
-            fastsql.run(session, _INSERT_SQL, tuple(row.values()))
+        try:  # runs now on SQLite; on PostgreSQL with the next round trip (fastsql.write)
+            fastsql.write(session, _INSERT_SQL, tuple(row.values()))
         except SQLAlchemyError as exc:
             raise AuditUnavailable(f"audit record {seq} could not be written") from exc
         session.info[_HEAD_KEY] = (txn, seq, digest)

@@ -115,7 +115,7 @@ def authenticate(
         raise AuthError(
             "replayed_nonce", f"nonce {header.nonce} was already used by {header.principal}"
         )
-    fastsql.run(session, _NONCE_INSERT_SQL, (*key, header.timestamp_ms))
+    fastsql.write(session, _NONCE_INSERT_SQL, (*key, header.timestamp_ms))
 
 
 _NONCE_SEEN_SQL = "SELECT 1 FROM nonces WHERE principal = ? AND nonce = ?"

@@ -24,11 +24,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bulkhead.signer.v1 import signer_pb2 as pb
-from signer import intents, limits, state
+from signer import fastsql, intents, limits, state
 from signer.audit import AppendedRecord, AuditLog
 from signer.auth import BOT_SIGNING_CONTEXT, Header, authenticate, prune_nonces
 from signer.config import SignerConfig
-from signer.db import read_session, write_txn
+from signer.db import write_txn
 from signer.errors import (
     AuditUnavailable,
     AuthError,
@@ -40,7 +40,7 @@ from signer.errors import (
 from signer.exchanges import SignedHttp
 from signer.gateways import Gateways
 from signer.groupcommit import GroupCommitter
-from signer.hotcache import parsed_policy
+from signer.hotcache import parsed_policy, parsed_policy_json
 from signer.keystore import KeyStatus
 from signer.marketdata import ReferencePrices
 from signer.policy import Decision, IntentFacts, Reason, RefPrice, evaluate
@@ -61,6 +61,13 @@ _LEDGER_STATUS = {
 
 
 T = TypeVar("T")
+
+
+# Before the write lock: the key's current policy document and its exchange, in one read.
+_PREFETCH_SQL = (
+    "SELECT (SELECT policy_json FROM key_policies WHERE key_id = ?"
+    " ORDER BY version DESC LIMIT 1), (SELECT exchange FROM exchange_keys WHERE key_id = ?)"
+)
 
 
 def now_ms() -> int:
@@ -234,12 +241,11 @@ class SignerCore(ReadOps):
         (public endpoint, no key) and the market's precision rules, for a known key whose policy
         lists the symbol. Anything else is refused by policy without touching the exchange."""
         try:
-            with read_session(self.engine) as s:
-                policy = parsed_policy(state.current_policy(s, key_id))
-                info = self.gateways.key_status(s, key_id)
+            row = fastsql.read_once(self.engine, _PREFETCH_SQL, (key_id, key_id))
         except SQLAlchemyError:
             raise AuditUnavailable("signer store unavailable; nothing was signed") from None
-        if policy is None or info is None or info.exchange != f.exchange:
+        policy = parsed_policy_json(row[0]) if row else None
+        if policy is None or row[1] != f.exchange:
             return None, []
         if f.symbol not in policy.symbols:
             return None, []

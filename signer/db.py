@@ -24,6 +24,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from signer import fastsql
+
 # Arbitrary constant naming the signer's one write lock in PostgreSQL's advisory-lock space.
 WRITE_LOCK_ID = 0x42554C4B  # "BULK"
 
@@ -77,7 +79,9 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    return create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=True)
+    fastsql.install_write_queue(engine)  # one pipelined round trip for a decision's writes
+    return engine
 
 
 def create_schema(engine: Engine) -> None:

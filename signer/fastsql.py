@@ -8,6 +8,9 @@ session's DB-API connection: the same transaction and write lock, with driver er
 as `SQLAlchemyError` (DBAPIError) so callers handle one exception family.
 
 Pending ORM changes are flushed first, so plain reads see everything the session has done.
+On PostgreSQL, where every statement is a network round trip, statements whose result is not
+needed go through `write`, which queues them and sends them pipelined with the next read (see
+`write`); SQLite runs them at once.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
 from sqlalchemy.orm import Session
 
-_CURSOR = "bulkhead.fastsql.cursor"  # session.info: (transaction, dbapi cursor, qmark?, errors)
+_CURSOR = "bulkhead.fastsql.txn"  # session.info: this transaction's _Txn
+_PENDING = "bulkhead.fastsql.pending"  # connection.info (PostgreSQL): the _Txn with queued writes
 
 
 @lru_cache(maxsize=256)
@@ -62,37 +67,138 @@ class Result:
         return self.one()[0]
 
 
-def _cursor(session: Session) -> tuple[Any, bool, type[Exception]]:
+class _Txn:
+    """This module's view of one transaction: its DB-API cursor and, on PostgreSQL, the writes
+    not yet sent."""
+
+    __slots__ = ("txn", "cursor", "qmark", "errors", "dbapi", "pending")
+
+    def __init__(self, txn: object, dbapi: Any, qmark: bool, errors: type[Exception]) -> None:
+        self.txn = txn
+        self.dbapi = dbapi
+        self.cursor = dbapi.cursor()
+        self.qmark = qmark
+        self.errors = errors
+        self.pending: list[tuple[str, tuple[Any, ...]]] = []
+
+
+def _txn(session: Session) -> _Txn:
     txn = session.get_transaction()
-    cached = session.info.get(_CURSOR)
-    if cached is not None and cached[0] is txn and txn is not None:
-        return cached[1], cached[2], cached[3]
+    cached: _Txn | None = session.info.get(_CURSOR)
+    if cached is not None and cached.txn is txn and txn is not None:
+        return cached
     conn = session.connection()  # begins the session's transaction if it has none yet
     dbapi_conn = conn.connection.dbapi_connection
     if dbapi_conn is None:
         raise DBAPIError("fastsql", None, Exception("connection closed"))
-    cur = dbapi_conn.cursor()
     qmark = conn.dialect.paramstyle == "qmark"
-    errors = conn.dialect.loaded_dbapi.Error
-    session.info[_CURSOR] = (session.get_transaction(), cur, qmark, errors)
-    return cur, qmark, errors
+    state = _Txn(session.get_transaction(), dbapi_conn, qmark, conn.dialect.loaded_dbapi.Error)
+    session.info[_CURSOR] = state
+    if not qmark:
+        conn.info[_PENDING] = state  # so SQLAlchemy's own statements send our writes first
+    return state
+
+
+def _send_pending(state: _Txn) -> None:
+    """Send the queued writes in one pipelined round trip (psycopg pipeline mode)."""
+    items, state.pending = state.pending, []
+    try:
+        with state.dbapi.pipeline():
+            cur = state.dbapi.cursor()
+            for sql, params in items:
+                cur.execute(sql, params)
+    except state.errors as e:
+        sql, params = items[0]
+        raise DBAPIError.instance(sql, params, e, state.errors) from e
+
+
+def install_write_queue(engine: Engine) -> None:
+    """PostgreSQL: flush queued writes before any statement SQLAlchemy itself sends on the
+    connection and before COMMIT; drop them on ROLLBACK (they would be undone anyway)."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before_execute(conn, *_a):  # type: ignore[no-untyped-def]
+        state = conn.info.get(_PENDING)
+        if state is not None and state.pending:
+            _send_pending(state)
+
+    @event.listens_for(engine, "commit")
+    def _before_commit(conn):  # type: ignore[no-untyped-def]
+        state = conn.info.pop(_PENDING, None)
+        if state is not None and state.pending:
+            _send_pending(state)
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(conn):  # type: ignore[no-untyped-def]
+        state = conn.info.pop(_PENDING, None)
+        if state is not None:
+            state.pending.clear()
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn, record):  # type: ignore[no-untyped-def]
+        state = record.info.pop(_PENDING, None)  # a transaction that ended any other way
+        if state is not None:
+            state.pending.clear()
+
+
+def read_once(engine: Engine, sql: str, params: Sequence[Any] = ()) -> Any | None:
+    """The first row of one read on a pooled connection, outside any write transaction (no
+    Session, no lock): for look-ups made before taking the write lock."""
+    conn = engine.raw_connection()
+    try:
+        cur = conn.cursor()
+        if engine.dialect.paramstyle != "qmark":
+            sql = _format_style(sql)
+        errors = engine.dialect.loaded_dbapi.Error
+        try:
+            cur.execute(sql, tuple(params))
+            row = cur.fetchone()
+        except errors as e:
+            raise DBAPIError.instance(sql, tuple(params), e, errors) from e
+        cur.close()
+        return row
+    finally:
+        conn.close()  # back to the pool, which rolls the read transaction back
+
+
+def write(session: Session, sql: str, params: Sequence[Any] = ()) -> None:
+    """A statement whose result is not needed (INSERT, UPDATE, DELETE, SAVEPOINT ...).
+
+    SQLite runs it now. PostgreSQL queues it and sends the queue, pipelined, in one round trip
+    before the next read, before any statement SQLAlchemy sends, and before COMMIT; a failure
+    then fails that read or the commit, and so the whole transaction, before anything it
+    covered was released.
+    """
+    session.flush()  # a no-op (one cheap check) unless ORM changes are pending
+    state = _txn(session)
+    if state.qmark:
+        _execute(state, sql, tuple(params))
+    else:
+        state.pending.append((_format_style(sql), tuple(params)))
 
 
 def run(session: Session, sql: str, params: Sequence[Any] = ()) -> Result:
-    """Execute `sql` (qmark placeholders; no literal `?` or `%` in it) in the session's txn."""
-    if session.new or session.deleted or session.dirty:
-        session.flush()
-    cur, qmark, errors = _cursor(session)
-    if not qmark:
+    """Execute `sql` (qmark placeholders; no literal `?` or `%` in it) in the session's txn,
+    after any queued writes, and return its rows."""
+    session.flush()  # a no-op (one cheap check) unless ORM changes are pending
+    state = _txn(session)
+    if not state.qmark:
+        if state.pending:
+            _send_pending(state)
         sql = _format_style(sql)
+    return _execute(state, sql, tuple(params))
+
+
+def _execute(state: _Txn, sql: str, params: tuple[Any, ...]) -> Result:
+    cur = state.cursor
     try:
-        cur.execute(sql, tuple(params))
+        cur.execute(sql, params)
         desc = cur.description
         if desc is None:
             return Result([], cur.rowcount)
         rows = cur.fetchall()
-    except errors as e:
-        raise DBAPIError.instance(sql, tuple(params), e, errors) from e
+    except state.errors as e:
+        raise DBAPIError.instance(sql, params, e, state.errors) from e
     if rows:
         row_type = _row_type(tuple(d[0] for d in desc))
         rows = [row_type(*r) for r in rows]

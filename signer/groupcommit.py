@@ -103,7 +103,7 @@ class GroupCommitter:
 
     @staticmethod
     def _run_one(s: Session, pending: _Pending[object]) -> None:
-        fastsql.run(s, "SAVEPOINT bulkhead_decision")
+        fastsql.write(s, "SAVEPOINT bulkhead_decision")
         try:
             pending.result = pending.work(s)
         except SignerError as e:
@@ -112,7 +112,7 @@ class GroupCommitter:
             fastsql.run(s, "ROLLBACK TO SAVEPOINT bulkhead_decision")
             forget_cached_head(s)
             pending.error = e
-        fastsql.run(s, "RELEASE SAVEPOINT bulkhead_decision")
+        fastsql.write(s, "RELEASE SAVEPOINT bulkhead_decision")
 
 
 def _batch_failure(e: BaseException) -> BaseException:

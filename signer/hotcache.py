@@ -20,6 +20,11 @@ def _parse(policy_json: str) -> Policy:
     return policy_from_json(policy_json)  # Policy is a frozen model: safe to share
 
 
+def parsed_policy_json(policy_json: str | None) -> Policy | None:
+    """The parsed form of a stored policy document (None when there is none)."""
+    return None if policy_json is None else _parse(policy_json)
+
+
 def parsed_policy(current: CurrentPolicy | None) -> Policy | None:
     """The parsed form of a stored policy version (None when the key has no policy)."""
     return None if current is None else _parse(current.policy_json)

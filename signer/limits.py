@@ -226,11 +226,11 @@ def _add_to_bucket(
     if row is None:
         if delta.is_signed():
             return False  # bucket already pruned: that notional no longer counts anyway
-        fastsql.run(session, _BUCKET_INSERT_SQL, (*pk, canonical(delta)))
+        fastsql.write(session, _BUCKET_INSERT_SQL, (*pk, canonical(delta)))
         return True
     with localcontext(_exact()):
         total = canonical(Decimal(row[0]) + delta)
-    fastsql.run(session, _BUCKET_UPDATE_SQL, (total, *pk))
+    fastsql.write(session, _BUCKET_UPDATE_SQL, (total, *pk))
     return False
 
 
@@ -258,7 +258,7 @@ def record_allowed(
         raise DuplicateClientOrderId(
             f"client_order_id: {client_order_id!r} was already used on key {key_id!r}"
         )
-    fastsql.run(
+    fastsql.write(
         session,
         _ORDER_INSERT_SQL,
         (key_id, client_order_id, symbol, side, canonical(notional), True, now_ms, "pending", True),
@@ -268,15 +268,15 @@ def record_allowed(
         # Once an hour per (key, symbol): drop buckets that left the window (one hour margin).
         horizon = ((now_ms - WINDOW_MS) // HOUR_MS - 1) * HOUR_MS
         sql = "DELETE FROM limit_notional_buckets WHERE key_id = ? AND symbol = ? AND start_ms < ?"
-        fastsql.run(session, sql, (key_id, symbol, horizon))
+        fastsql.write(session, sql, (key_id, symbol, horizon))
     bucket = _token_bucket(session, key_id)
     units = _tokens_now(bucket, now_ms, policy.orders_per_minute, policy.burst) - TOKEN_UNITS
     rate, cap = policy.orders_per_minute, policy.burst
     if bucket is None:
-        fastsql.run(session, _TOKENS_INSERT_SQL, (key_id, units, now_ms, rate, cap))
+        fastsql.write(session, _TOKENS_INSERT_SQL, (key_id, units, now_ms, rate, cap))
     else:
         updated = max(bucket.updated_ms, now_ms)
-        fastsql.run(session, _TOKENS_UPDATE_SQL, (units, updated, rate, cap, key_id))
+        fastsql.write(session, _TOKENS_UPDATE_SQL, (units, updated, rate, cap, key_id))
 
 
 def record_outcome(session: Session, key_id: str, client_order_id: str, status: str) -> None:
