@@ -213,12 +213,31 @@ def inside(db_url: str | None, orders: int) -> dict[str, object]:
         sql_time = [0.0]
         starts: dict[int, float] = {}
 
-        @event.listens_for(engine, "before_cursor_execute")
-        def _before(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        def count(statement: str) -> None:
             verb = statement.split(None, 1)[0].upper()
             table = re.search(r"(?:FROM|INTO|UPDATE)\s+(\w+)", statement)
             stmts[f"{verb} {table.group(1) if table else ''}".strip()] += 1
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _before(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+            count(statement)  # statements SQLAlchemy itself sends (BEGIN, locks, ORM)
             starts[id(cursor)] = time.perf_counter()
+
+        from signer import fastsql  # the signing path's plain SQL bypasses SQLAlchemy's events
+
+        def counted(fn: Callable[..., Any]) -> Callable[..., Any]:
+            def wrapper(session: Any, sql: str, *a: Any) -> Any:
+                count(sql)
+                t = time.perf_counter()
+                try:
+                    return fn(session, sql, *a)
+                finally:
+                    sql_time[0] += time.perf_counter() - t
+
+            return wrapper
+
+        fastsql.run = counted(fastsql.run)  # type: ignore[method-assign]
+        fastsql.write = counted(fastsql.write)  # type: ignore[method-assign]
 
         @event.listens_for(engine, "after_cursor_execute")
         def _after(conn: Any, cursor: Any, *_: Any) -> None:

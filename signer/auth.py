@@ -84,10 +84,13 @@ def authenticate(
     expected_method: str,
     now_ms: int,
     skew_ms: int = DEFAULT_SKEW_MS,
+    nonce_seen: bool | None = None,
 ) -> None:
     """Raise AuthError(rule_id, message) unless the request is authentic, fresh and unreplayed.
 
     Must run inside the decision's write transaction: the nonce insert is part of it.
+    `nonce_seen`: whether the nonce is already recorded, when the caller read it in this
+    transaction (saves the look-up).
     """
     if public_key_hex is None:
         raise AuthError("unknown_identity", f"{header.principal} is not registered")
@@ -111,7 +114,9 @@ def authenticate(
             f"clock; allowed skew is +/-{skew_ms} ms",
         )
     key = (header.principal, header.nonce)
-    if fastsql.run(session, _NONCE_SEEN_SQL, key).first() is not None:
+    if nonce_seen is None:
+        nonce_seen = fastsql.run(session, _NONCE_SEEN_SQL, key).first() is not None
+    if nonce_seen:
         raise AuthError(
             "replayed_nonce", f"nonce {header.nonce} was already used by {header.principal}"
         )

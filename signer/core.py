@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bulkhead.signer.v1 import signer_pb2 as pb
-from signer import fastsql, intents, limits, state
+from signer import decisionfacts, fastsql, intents, limits
 from signer.audit import AppendedRecord, AuditLog
 from signer.auth import BOT_SIGNING_CONTEXT, Header, authenticate, prune_nonces
 from signer.config import SignerConfig
@@ -138,20 +138,21 @@ class SignerCore(ReadOps):
         method: str,
         now: int,
     ) -> None:
-        bot = state.get_bot(s, header.identity)
+        bot = decisionfacts.bot_facts(s, header.identity, key_id, header.principal, header.nonce)
         authenticate(
             s,
             header,
-            bot.public_key_hex if bot else None,
-            bool(bot and bot.status == "active"),
+            bot.public_key_hex,
+            bot.active,
             request.body,
             request.signature,
             BOT_SIGNING_CONTEXT,
             method,
             now,
             self.config.max_clock_skew_ms,
+            nonce_seen=bot.nonce_seen,
         )
-        if bot is None or key_id not in bot.key_ids:
+        if not bot.granted:
             raise PermissionDenied(
                 "key_not_granted", f"bot {header.identity!r} may not use key {key_id!r}"
             )
@@ -334,7 +335,8 @@ class SignerCore(ReadOps):
     ) -> tuple[Verdict, KeyStatus | None]:
         """Evaluate and audit one create intent in the caller's transaction; each row is read
         once. Returns the verdict and the key's routing facts (for signing in the same txn)."""
-        pol = state.current_policy(s, key_id)
+        kf = decisionfacts.key_facts(s, key_id, f.client_order_id)
+        pol = kf.policy
         policy = parsed_policy(pol)
         facts = IntentFacts(
             symbol=f.symbol,
@@ -344,14 +346,13 @@ class SignerCore(ReadOps):
             limit_price=f.limit_price,
             now_ms=now,
         )
-        usage = limits.usage(s, key_id, f.symbol, now, policy)
-        global_frozen, key_frozen = state.freezes(s, key_id)
+        usage = limits.usage(s, key_id, f.symbol, now, policy, counters=kf.counters)
         decision = evaluate(
-            policy, facts, usage, ref, global_frozen=global_frozen, key_frozen=key_frozen
+            policy, facts, usage, ref, global_frozen=kf.global_frozen, key_frozen=kf.key_frozen
         )
-        key, extra = self._key_checks(s, key_id, f.exchange)
+        key, extra = self._key_checks(s, key_id, f.exchange, kf.key)
         extra += market_reasons
-        if limits.order_exists(s, key_id, f.client_order_id):
+        if kf.order_exists:
             extra.append(
                 Reason(
                     "duplicate_client_order_id",
@@ -399,6 +400,7 @@ class SignerCore(ReadOps):
                 now,
                 policy,
                 checked_new=True,  # order_exists was checked above, in this transaction
+                counters=kf.counters,
             )
         return Verdict(decision, rec.seq, pol.version if pol else 0, rec.hash), key
 
@@ -449,9 +451,9 @@ class SignerCore(ReadOps):
         return result
 
     def _key_checks(
-        self, s: Session, key_id: str, exchange: str
+        self, s: Session, key_id: str, exchange: str, info: KeyStatus | None
     ) -> tuple[KeyStatus | None, list[Reason]]:
-        info = self.gateways.key_status(s, key_id)
+        """`info`: the key's routing facts as read in this transaction (None: no such key)."""
         if (
             info is not None
             and info.kind == "ed25519"
@@ -486,12 +488,13 @@ class SignerCore(ReadOps):
 
         def decide(s: Session, now: int) -> Verdict:
             # Cancelling only reduces exposure, so freezes and caps do not apply to it.
-            _, reasons = self._key_checks(s, key_id, exchange)
-            if not limits.order_exists(s, key_id, coid):
+            kf = decisionfacts.key_facts(s, key_id, coid)
+            _, reasons = self._key_checks(s, key_id, exchange, kf.key)
+            if not kf.order_exists:
                 reasons.append(
                     Reason("unknown_order", f"no order {coid!r} was placed on key {key_id!r}")
                 )
-            pol = state.current_policy(s, key_id)
+            pol = kf.policy
             decision = Decision(not reasons, tuple(reasons), None)
             rec = self.audit.append(
                 s,

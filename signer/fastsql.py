@@ -179,26 +179,40 @@ def write(session: Session, sql: str, params: Sequence[Any] = ()) -> None:
 
 def run(session: Session, sql: str, params: Sequence[Any] = ()) -> Result:
     """Execute `sql` (qmark placeholders; no literal `?` or `%` in it) in the session's txn,
-    after any queued writes, and return its rows."""
+    after any queued writes (sent in the same round trip), and return its rows."""
     session.flush()  # a no-op (one cheap check) unless ORM changes are pending
     state = _txn(session)
-    if not state.qmark:
-        if state.pending:
-            _send_pending(state)
-        sql = _format_style(sql)
-    return _execute(state, sql, tuple(params))
+    if state.qmark:
+        return _execute(state, sql, tuple(params))
+    sql = _format_style(sql)
+    if not state.pending:
+        return _execute(state, sql, tuple(params))
+    items, state.pending = state.pending, []
+    try:
+        with state.dbapi.pipeline() as pipeline:
+            wcur = state.dbapi.cursor()
+            for wsql, wparams in items:
+                wcur.execute(wsql, wparams)
+            state.cursor.execute(sql, tuple(params))
+            pipeline.sync()  # one round trip for the writes and the read
+            return _rows(state.cursor)
+    except state.errors as e:
+        raise DBAPIError.instance(sql, tuple(params), e, state.errors) from e
 
 
 def _execute(state: _Txn, sql: str, params: tuple[Any, ...]) -> Result:
-    cur = state.cursor
     try:
-        cur.execute(sql, params)
-        desc = cur.description
-        if desc is None:
-            return Result([], cur.rowcount)
-        rows = cur.fetchall()
+        state.cursor.execute(sql, params)
+        return _rows(state.cursor)
     except state.errors as e:
         raise DBAPIError.instance(sql, params, e, state.errors) from e
+
+
+def _rows(cur: Any) -> Result:
+    desc = cur.description
+    if desc is None:
+        return Result([], cur.rowcount)
+    rows = cur.fetchall()
     if rows:
         row_type = _row_type(tuple(d[0] for d in desc))
         rows = [row_type(*r) for r in rows]

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
+from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -103,6 +104,10 @@ _OPEN_AND_TOKENS_SQL = (  # open-order count and the token bucket (if any) in on
 )
 _BUCKET_PK = "key_id = ? AND symbol = ? AND width_ms = ? AND start_ms = ?"
 _BUCKET_GET_SQL = f"SELECT notional FROM limit_notional_buckets WHERE {_BUCKET_PK}"
+_BUCKET_PAIR_SQL = (  # the current minute and hour buckets of one (key, symbol), one round trip
+    "SELECT width_ms, notional FROM limit_notional_buckets WHERE key_id = ? AND symbol = ?"
+    " AND ((width_ms = ? AND start_ms = ?) OR (width_ms = ? AND start_ms = ?))"
+)
 _BUCKET_UPDATE_SQL = f"UPDATE limit_notional_buckets SET notional = ? WHERE {_BUCKET_PK}"
 _BUCKET_INSERT_SQL = (
     "INSERT INTO limit_notional_buckets (key_id, symbol, width_ms, start_ms, notional)"
@@ -155,6 +160,15 @@ def _open_orders(session: Session, key_id: str) -> int:
 
 
 @dataclass(frozen=True)
+class KeyCounters:
+    """A key's open-order count and token bucket, as read under the write lock (for callers
+    that read them together with other facts in one statement; see `signer.decisionfacts`)."""
+
+    open_orders: int
+    bucket: _Bucket | None
+
+
+@dataclass(frozen=True)
 class _Bucket:
     units: int
     updated_ms: int
@@ -184,12 +198,29 @@ def _as_tokens(units: int) -> Decimal:
     return Decimal(units * 10**9 // TOKEN_UNITS).scaleb(-9)
 
 
-def usage(session: Session, key_id: str, symbol: str, now_ms: int, policy: Policy | None) -> Usage:
-    """The counters an intent on `symbol` is checked against (read under the write lock)."""
+def bucket_of(units: Any, updated_ms: Any, rate: Any, capacity: Any) -> _Bucket | None:
+    """A token bucket from its four columns (all None when the key has none yet)."""
+    if units is None:
+        return None
+    return _Bucket(int(units), int(updated_ms), int(rate), int(capacity))
+
+
+def usage(
+    session: Session,
+    key_id: str,
+    symbol: str,
+    now_ms: int,
+    policy: Policy | None,
+    *,
+    counters: KeyCounters | None = None,
+) -> Usage:
+    """The counters an intent on `symbol` is checked against (read under the write lock;
+    `counters` when the caller already read them in this transaction)."""
     by_symbol = window_by_symbol(session, key_id, now_ms)
-    row = fastsql.run(session, _OPEN_AND_TOKENS_SQL, (key_id, True, key_id)).one()
-    open_orders = int(row[0])
-    bucket = None if row[1] is None else _Bucket(*(int(v) for v in row[1:]))
+    if counters is None:
+        row = fastsql.run(session, _OPEN_AND_TOKENS_SQL, (key_id, True, key_id)).one()
+        counters = KeyCounters(int(row[0]), bucket_of(*row[1:]))
+    open_orders, bucket = counters.open_orders, counters.bucket
     if policy is not None:
         units = _tokens_now(bucket, now_ms, policy.orders_per_minute, policy.burst)
     elif bucket is not None:
@@ -217,12 +248,22 @@ def order_status(session: Session, key_id: str, client_order_id: str) -> str | N
 
 
 def _add_to_bucket(
-    session: Session, key_id: str, symbol: str, width: int, t_ms: int, delta: Decimal
+    session: Session,
+    key_id: str,
+    symbol: str,
+    width: int,
+    t_ms: int,
+    delta: Decimal,
+    known: str | None | object = ...,
 ) -> bool:
-    """Add `delta` to the bucket holding `t_ms`; returns True when the bucket was created."""
+    """Add `delta` to the bucket holding `t_ms`; returns True when the bucket was created.
+    `known`: the bucket's notional (None: no such bucket) when the caller just read it."""
     start = t_ms // width * width
     pk = (key_id, symbol, width, start)
-    row = fastsql.run(session, _BUCKET_GET_SQL, pk).first()
+    if known is ...:
+        row = fastsql.run(session, _BUCKET_GET_SQL, pk).first()
+    else:
+        row = None if known is None else (known,)
     if row is None:
         if delta.is_signed():
             return False  # bucket already pruned: that notional no longer counts anyway
@@ -245,12 +286,14 @@ def record_allowed(
     policy: Policy,
     *,
     checked_new: bool = False,
+    counters: KeyCounters | None = None,
 ) -> None:
     """Count an allowed order: notional into the windows, one token, one open-order slot.
 
     Raises DuplicateClientOrderId if the key already used `client_order_id` (nothing changes).
     `checked_new` skips that look-up when the caller made it in this same transaction (the
-    primary key still refuses a duplicate insert).
+    primary key still refuses a duplicate insert); `counters`, the key's counters as read in
+    this transaction since its last change, saves re-reading the token bucket.
     """
     if not isinstance(notional, Decimal) or not notional.is_finite() or notional.is_signed():
         raise ValueError(f"notional: {notional!r} is not a finite decimal >= 0")
@@ -263,13 +306,18 @@ def record_allowed(
         _ORDER_INSERT_SQL,
         (key_id, client_order_id, symbol, side, canonical(notional), True, now_ms, "pending", True),
     )
-    _add_to_bucket(session, key_id, symbol, MINUTE_MS, now_ms, notional)
-    if _add_to_bucket(session, key_id, symbol, HOUR_MS, now_ms, notional):
+    minute, hour = now_ms // MINUTE_MS * MINUTE_MS, now_ms // HOUR_MS * HOUR_MS
+    rows = fastsql.run(
+        session, _BUCKET_PAIR_SQL, (key_id, symbol, MINUTE_MS, minute, HOUR_MS, hour)
+    ).all()
+    current = {int(width): value for width, value in rows}
+    _add_to_bucket(session, key_id, symbol, MINUTE_MS, now_ms, notional, current.get(MINUTE_MS))
+    if _add_to_bucket(session, key_id, symbol, HOUR_MS, now_ms, notional, current.get(HOUR_MS)):
         # Once an hour per (key, symbol): drop buckets that left the window (one hour margin).
         horizon = ((now_ms - WINDOW_MS) // HOUR_MS - 1) * HOUR_MS
         sql = "DELETE FROM limit_notional_buckets WHERE key_id = ? AND symbol = ? AND start_ms < ?"
         fastsql.write(session, sql, (key_id, symbol, horizon))
-    bucket = _token_bucket(session, key_id)
+    bucket = _token_bucket(session, key_id) if counters is None else counters.bucket
     units = _tokens_now(bucket, now_ms, policy.orders_per_minute, policy.burst) - TOKEN_UNITS
     rate, cap = policy.orders_per_minute, policy.burst
     if bucket is None:

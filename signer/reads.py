@@ -42,7 +42,7 @@ class ReadOps:
             raise InvalidRequest(f"kind: {kind} is not allowed; must be one of READ_KIND_*")
         key_id = intent.header.key_id
         with self._authenticated(header, key_id, request, "Read") as (s, _now):
-            _, reasons = self._key_checks(s, key_id, exchange)
+            _, reasons = self._key_checks(s, key_id, exchange, self.gateways.key_status(s, key_id))
             if reasons:  # raised inside: the refusal is audited and the nonce rolled back
                 raise PermissionDenied(reasons[0].rule_id, reasons[0].message)
         reply = pb.ReadReply()
