@@ -43,6 +43,7 @@ def benches(quick: bool) -> dict[str, list[str]]:
             *(["--candles", "100000", "--repeat", "1"] * quick),
         ],
         "merkle_proofs": ["merkle_proofs.py"],
+        "grpc_floor": ["grpc_floor.py", *(["--duration", "1.5"] * quick)],
     }
 
 
@@ -179,11 +180,22 @@ def merkle_figures(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def grpc_floor_figures(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for r in doc.get("results", []):
+        where = f"bare {r['server']} gRPC server, empty call, {r['clients']} client(s)"
+        rows.append(fig(f"{where}: p50", r["p50_ms"], "ms", None))
+        rows.append(fig(f"{where}: calls/s", r["calls_per_s"], "calls/s", None))
+        rows.append(fig(f"{where}: server CPU", r["server_cpu_ms_per_call"], "ms/call", None))
+    return rows
+
+
 FIGURES = {
     "signing_latency": signing_figures,
     "scale_keys": scale_figures,
     "backtest_speed": backtest_figures,
     "merkle_proofs": merkle_figures,
+    "grpc_floor": grpc_floor_figures,
 }
 
 
