@@ -63,6 +63,8 @@ _LEDGER_STATUS = {
 T = TypeVar("T")
 
 
+_SEEN_KEYS_MAX = 100_000
+
 # Before the write lock: the key's current policy document and its exchange, in one read.
 _PREFETCH_SQL = (
     "SELECT (SELECT policy_json FROM key_policies WHERE key_id = ?"
@@ -106,6 +108,9 @@ class SignerCore(ReadOps):
         self._prune_lock = threading.Lock()
         self._requests = 0
         self.commits = GroupCommitter(self.txn)
+        # key_id -> (policy JSON, exchange) as the last decision on the key read them under the
+        # lock: lets the prefetch skip its read (see `_prefetch` for why staleness is safe).
+        self._seen_keys: dict[str, tuple[str, str]] = {}
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -241,15 +246,28 @@ class SignerCore(ReadOps):
         """Network reads done before taking the write lock: the signer's own reference price
         (public endpoint, no key) and the market's precision rules, for a known key whose policy
         lists the symbol. Anything else is refused by policy without touching the exchange."""
-        try:
-            row = fastsql.read_once(self.engine, _PREFETCH_SQL, (key_id, key_id))
-        except SQLAlchemyError:
-            raise AuditUnavailable("signer store unavailable; nothing was signed") from None
-        policy = parsed_policy_json(row[0]) if row else None
-        if policy is None or row[1] != f.exchange:
-            return None, []
-        if f.symbol not in policy.symbols:
-            return None, []
+        seen = self._seen_keys.get(key_id)
+        policy = parsed_policy_json(seen[0]) if seen else None
+        if (
+            policy is None
+            or seen is None
+            or seen[1] != f.exchange
+            or f.symbol not in policy.symbols
+        ):
+            # Not known from a recent decision, or known not to list this market: read now.
+            # (A remembered policy can only be stale towards *listing* the symbol -- then the
+            # reference price is fetched for nothing and the decision, made on the policy read
+            # under the lock, refuses -- never towards missing a reference a decision needs; a
+            # reference older than the current policy allows is refused by the policy itself.)
+            try:
+                row = fastsql.read_once(self.engine, _PREFETCH_SQL, (key_id, key_id))
+            except SQLAlchemyError:
+                raise AuditUnavailable("signer store unavailable; nothing was signed") from None
+            policy = parsed_policy_json(row[0]) if row else None
+            if policy is None or row[1] != f.exchange:
+                return None, []
+            if f.symbol not in policy.symbols:
+                return None, []
         ref = self.refs.get(f.exchange, f.symbol, policy.reference_max_age_s)
         try:
             rules = self.gateways.market_rules(f.exchange, f.symbol)
@@ -338,6 +356,10 @@ class SignerCore(ReadOps):
         kf = decisionfacts.key_facts(s, key_id, f.client_order_id)
         pol = kf.policy
         policy = parsed_policy(pol)
+        if pol is not None and kf.key is not None:
+            if len(self._seen_keys) >= _SEEN_KEYS_MAX:
+                self._seen_keys.clear()
+            self._seen_keys[key_id] = (pol.policy_json, kf.key.exchange)
         facts = IntentFacts(
             symbol=f.symbol,
             side=f.side,
