@@ -369,8 +369,25 @@ def summary_rows(report: Report) -> tuple[list[str], list[dict[str, str]]]:
     return cols, rows
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A cell a spreadsheet will show as text, never run as a formula (OWASP CSV injection):
+    text starting with = + - @ tab or CR gets a leading apostrophe; plain numbers such as a
+    negative amount are left as they are."""
+    if cell.startswith(_FORMULA_START) and not _NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
 def write_csv(path: Path, columns: list[str], rows: list[dict[str, str]]) -> None:
+    """Write `rows` for auditors' spreadsheets: every cell through `spreadsheet_safe`."""
     with open(path, "w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(
+            {k: spreadsheet_safe(v) if isinstance(v, str) else v for k, v in row.items()}
+            for row in rows
+        )

@@ -35,7 +35,7 @@ from signer.auditverify import VerifyReport
 from signer.cli import main
 from signer.core import now_ms
 from signer.proofs import check_proof
-from signer.report import aggregate
+from signer.report import aggregate, write_csv
 from signer.report_html import render
 from tests.signer.stack import KEY_ID, POLICY_TOML, Stack, build_stack
 
@@ -528,3 +528,24 @@ def test_hostile_text_in_a_record_is_shown_as_text_never_as_markup() -> None:
     parsed = _DataK()
     parsed.feed(page)
     assert parsed.external == []
+
+
+@pytest.mark.parametrize(
+    ("cell", "written"),
+    [
+        ('=HYPERLINK("http://evil.example","x")', '\'=HYPERLINK("http://evil.example","x")'),
+        ("+1+cmd|' /C calc'!A0", "'+1+cmd|' /C calc'!A0"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("-12.5", "-12.5"),  # a negative number stays a number
+        ("34.56", "34.56"),
+        ("bot-1", "bot-1"),
+        ("", ""),
+    ],
+)
+def test_csv_cells_are_never_spreadsheet_formulas(tmp_path: Path, cell: str, written: str) -> None:
+    path = tmp_path / "x.csv"
+    write_csv(path, ["a", "b"], [{"a": cell, "b": "ok"}])
+    with open(path, newline="", encoding="utf-8") as fh:
+        assert list(csv.DictReader(fh)) == [{"a": written, "b": "ok"}]
