@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import Engine
@@ -43,22 +42,10 @@ from signer.groupcommit import GroupCommitter
 from signer.hotcache import parsed_policy, parsed_policy_json
 from signer.keystore import KeyStatus
 from signer.marketdata import ReferencePrices
+from signer.outcomes import OutcomeOps, Verdict
 from signer.policy import Decision, IntentFacts, Reason, RefPrice, evaluate
 from signer.precision import precision_reasons
-from signer.reads import ReadOps, order_state
-
-# Exchange status of an outcome -> order-ledger status, per action (others leave it pending).
-_LEDGER_STATUS = {
-    "create": {
-        "open": "open",
-        "closed": "closed",
-        "canceled": "canceled",
-        "rejected": "rejected",
-        "expired": "canceled",
-    },
-    "cancel": {"canceled": "canceled", "closed": "closed"},
-}
-
+from signer.reads import ReadOps
 
 T = TypeVar("T")
 
@@ -80,15 +67,7 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-@dataclass(frozen=True)
-class Verdict:
-    decision: Decision
-    audit_seq: int
-    policy_version: int
-    audit_hash: str = ""  # of the decision record, when appended in the caller's transaction
-
-
-class SignerCore(ReadOps):
+class SignerCore(OutcomeOps, ReadOps):
     """Everything a bot request needs, wired once at start-up."""
 
     def __init__(
@@ -554,111 +533,3 @@ class SignerCore(ReadOps):
             return reply
         self._fill_reply(reply, verdict, key_id, coid, "cancel", result)
         return reply
-
-    # --- outcomes ---------------------------------------------------------------------------
-
-    def _fill_reply(
-        self,
-        reply: pb.OrderReply,
-        verdict: Verdict,
-        key_id: str,
-        coid: str,
-        action: str,
-        result: SignedHttp | dict[str, str],
-    ) -> None:
-        if isinstance(result, SignedHttp):
-            self._record_outcome(
-                verdict.audit_seq, key_id, coid, action, "signed", **self._signed_fields(result)
-            )
-            reply.signed_request.CopyFrom(self._signed_pb(result))
-            return
-        status = result.get("status", "")
-        self._record_outcome(
-            verdict.audit_seq,
-            key_id,
-            coid,
-            action,
-            status or "unknown",
-            exchange_order_id=result.get("exchange_order_id", ""),
-            filled=result.get("filled", ""),
-        )
-        reply.order.CopyFrom(order_state(result))
-
-    @staticmethod
-    def _signed_fields(result: SignedHttp) -> dict[str, str]:
-        """What the outcome record keeps of a signed request: a digest, never the signature."""
-        digest = hashlib.sha256(
-            f"{result.method} {result.url}\n{result.body or ''}".encode()
-        ).hexdigest()
-        return {
-            "request_sha256": digest,
-            "url": result.url.split("?")[0],
-            "http_method": result.method,
-        }
-
-    @staticmethod
-    def _signed_pb(result: SignedHttp) -> pb.SignedHttpRequest:
-        return pb.SignedHttpRequest(
-            method=result.method, url=result.url, headers=result.headers, body=result.body or ""
-        )
-
-    def _record_outcome(
-        self, decision_seq: int, key_id: str, coid: str, action: str, status: str, **extra: str
-    ) -> None:
-        with self.txn() as s:
-            self._append_outcome(s, decision_seq, key_id, coid, action, status, **extra)
-
-    def _record_late_outcome(
-        self, decision_seq: int, key_id: str, coid: str, status: str, **extra: str
-    ) -> bool:
-        """An outcome learned after the fact (reconciler, a bot's read), audited once: only
-        while the order is still pending, checked under the write lock, so two replicas (or a
-        read and the reconciler) never both record it. Returns whether it was recorded."""
-        with self.txn() as s:
-            if limits.order_status(s, key_id, coid) != "pending":
-                return False
-            self._append_outcome(s, decision_seq, key_id, coid, "create", status, **extra)
-        return True
-
-    def _append_outcome(
-        self,
-        s: Session,
-        decision_seq: int,
-        key_id: str,
-        coid: str,
-        action: str,
-        status: str,
-        *,
-        after: AppendedRecord | None = None,
-        **extra: str,
-    ) -> None:
-        """Audit an outcome and apply it to the order ledger, in the caller's transaction
-        (`after`: the decision record, when appended in this same transaction)."""
-        self.audit.append(
-            s,
-            "outcome",
-            {
-                "decision_seq": decision_seq,
-                "action": action,
-                "key_id": key_id,
-                "client_order_id": coid,
-                "status": status,
-                **extra,
-            },
-            self.clock(),
-            after=after,
-        )
-        ledger_status = _LEDGER_STATUS[action]
-        if status in ledger_status:
-            limits.record_outcome(s, key_id, coid, ledger_status[status])
-
-    @staticmethod
-    def _decision_pb(v: Verdict) -> pb.Decision:
-        return pb.Decision(
-            allowed=v.decision.allowed,
-            audit_seq=v.audit_seq,
-            policy_version=v.policy_version,
-            violations=[
-                pb.RuleViolation(rule_id=r.rule_id, message=r.message) for r in v.decision.reasons
-            ],
-        )
