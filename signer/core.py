@@ -166,15 +166,12 @@ class SignerCore(OutcomeOps, ReadOps):
             self.audit.append(s, kind, payload, self.clock())
 
     @contextmanager
-    def _authenticated(
-        self, header: Header, key_id: str, request: pb.SignedRequest, method: str
-    ) -> Iterator[tuple[Session, int]]:
-        """Open the decision transaction with the caller authenticated; audit any refusal."""
-        now = self.clock()
+    def _refusals_audited(
+        self, header: Header, key_id: str, request: pb.SignedRequest
+    ) -> Iterator[None]:
+        """Audit an authentication or grant refusal (in its own transaction) and re-raise it."""
         try:
-            with self.txn() as s:
-                self._auth_bot(s, header, key_id, request, method, now)
-                yield s, now
+            yield
         except AuthError as e:
             self._record_refusal("auth_denied", e.rule_id, str(e), header, key_id, request)
             raise
@@ -182,6 +179,16 @@ class SignerCore(OutcomeOps, ReadOps):
             self._record_refusal("permission_denied", e.rule_id, str(e), header, key_id, request)
             raise
         self._maybe_prune()
+
+    @contextmanager
+    def _authenticated(
+        self, header: Header, key_id: str, request: pb.SignedRequest, method: str
+    ) -> Iterator[tuple[Session, int]]:
+        """Open the decision transaction with the caller authenticated; audit any refusal."""
+        now = self.clock()
+        with self._refusals_audited(header, key_id, request), self.txn() as s:
+            self._auth_bot(s, header, key_id, request, method, now)
+            yield s, now
 
     def _decided(
         self,
@@ -200,16 +207,8 @@ class SignerCore(OutcomeOps, ReadOps):
             self._auth_bot(s, header, key_id, request, method, now)
             return body(s, now)
 
-        try:
-            result = self.commits.run(work)
-        except AuthError as e:
-            self._record_refusal("auth_denied", e.rule_id, str(e), header, key_id, request)
-            raise
-        except PermissionDenied as e:
-            self._record_refusal("permission_denied", e.rule_id, str(e), header, key_id, request)
-            raise
-        self._maybe_prune()
-        return result
+        with self._refusals_audited(header, key_id, request):
+            return self.commits.run(work)
 
     def _maybe_prune(self) -> None:
         with self._prune_lock:
