@@ -66,6 +66,7 @@ def client(address: str, threads: int, start_at: float, duration: float, out: An
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     latencies: list[float] = []
+    rates: list[float] = []  # calls/s of each thread over its own measured window
     lock = threading.Lock()
 
     def one() -> None:
@@ -76,41 +77,45 @@ def client(address: str, threads: int, start_at: float, duration: float, out: An
                 stub.Check(request)
             while time.time() < start_at:
                 time.sleep(0.001)
+            began = time.time()  # later than start_at if this process was slow to start
             mine = []
             while time.time() < start_at + duration:
                 t = time.perf_counter()
                 stub.Check(request)
                 mine.append(time.perf_counter() - t)
+            window = time.time() - began
         with lock:
             latencies.extend(mine)
+            rates.append(len(mine) / window if window > 0 else 0.0)
 
     pool = [threading.Thread(target=one) for _ in range(threads)]
     for t in pool:
         t.start()
     for t in pool:
         t.join()
-    out.put(latencies)
+    out.put((latencies, sum(rates)))
 
 
 def cell(ctx: Any, address: str, server_pid: int, clients: int, duration: float) -> dict[str, Any]:
     procs = 1 if clients == 1 else 4
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     out = ctx.Queue()
-    start_at = time.time() + 2.0
+    start_at = time.time() + 4.0  # spawning and warming the client processes comes first
     workers = [ctx.Process(target=client, args=(address, n, start_at, duration, out)) for n in per]
     for w in workers:
         w.start()
     while time.time() < start_at:
         time.sleep(0.01)
     cpu0 = cpu_seconds(server_pid)
-    latencies = [x for _ in workers for x in out.get(timeout=120)]
+    parts = [out.get(timeout=120) for _ in workers]
     cpu1 = cpu_seconds(server_pid)
+    latencies = [x for lat, _ in parts for x in lat]
     for w in workers:
         w.join()
     return {
         "clients": clients,
         "p50_ms": round(statistics.median(latencies) * 1e3, 3),
-        "calls_per_s": round(len(latencies) / duration, 1),
+        "calls_per_s": round(sum(rate for _, rate in parts), 1),
         "server_cpu_ms_per_call": round((cpu1 - cpu0) * 1e3 / len(latencies), 3),
     }
 
