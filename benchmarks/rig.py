@@ -102,6 +102,12 @@ def pg_base_url() -> tuple[str | None, str]:
     return url, ""
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kb(pid: int) -> int:
     """VmRSS of a live process, in kB (0 if it is gone)."""
     try:

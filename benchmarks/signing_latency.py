@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import statistics
 import sys
@@ -29,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import ClientPool, Job, Result  # noqa: E402
-from rig import AMOUNT, SERVER_NAME, SYMBOL, SignerRig, machine_info, pg_base_url  # noqa: E402
+from rig import AMOUNT, SERVER_NAME, SYMBOL, SignerRig, cpu_seconds, machine_info, pg_base_url  # noqa: E402
 
 PROCESSES = 4  # client processes for 8 and 32 clients (each runs clients/4 threads)
 
@@ -74,12 +73,6 @@ def layout(clients: int) -> list[int]:
     """Threads per client process: 1 client alone; otherwise spread over PROCESSES processes."""
     procs = 1 if clients == 1 else min(PROCESSES, clients)
     return [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_cell(

@@ -157,16 +157,6 @@ def global_frozen(session: Session) -> bool:
     return bool(fastsql.run(session, sql, (GLOBAL_FREEZE,)).scalar())
 
 
-def freezes(session: Session, key_id: str) -> tuple[bool, bool]:
-    """(global freeze on, `key_id` frozen), in one round trip for the signing path."""
-    sql = (
-        "SELECT (SELECT enabled FROM controls WHERE name = ?),"
-        " (SELECT frozen FROM key_freezes WHERE key_id = ?)"
-    )
-    row = fastsql.run(session, sql, (GLOBAL_FREEZE, key_id)).one()
-    return bool(row[0]), bool(row[1])
-
-
 def key_frozen(session: Session, key_id: str) -> bool:
     sql = "SELECT frozen FROM key_freezes WHERE key_id = ?"
     return bool(fastsql.run(session, sql, (key_id,)).scalar())
